@@ -1,0 +1,59 @@
+"""The `lmforge` console script: one verb per pipeline stage.
+
+This package is the only place that reads `argv`. Each verb lives in its own module
+(`cli/data.py`, `cli/train.py`, ...) exposing `register(subparsers)`, which adds the verb's parser
+and sets `func` to a function taking the parsed arguments and returning an exit code.
+
+User mistakes arrive as `UserError` and end in one line on stderr and exit code 2, never a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lmforge import __version__
+from lmforge.errors import UserError
+
+# Verb modules, imported lazily so that `lmforge --help` does not pay for `import torch`.
+VERB_MODULES = ["data", "train", "evaluate", "generate", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmforge",
+        description="Raw text -> clean data -> tokenizer -> shards -> train -> evaluate -> generate.",
+    )
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        module = importlib.import_module(f"lmforge.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may come anywhere on the line, also after options.
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""`lmforge data ...`: the data stage verbs.
+
+  prepare    collect -> clean -> tokenizer -> encode, all into DATA_DIR
+  collect    read sources into DATA_DIR/raw/ (+ sources.json)
+  clean      DATA_DIR/raw/ -> DATA_DIR/clean/ (+ clean_report.json)
+  tokenizer  train on the train split of DATA_DIR/clean/ -> DATA_DIR/tokenizer/
+  encode     DATA_DIR/clean/ -> DATA_DIR/shards/ (+ manifest.json)
+  verify     check every shard against the manifest and the tokenizer
+
+`--weight W` applies to the `--source` just before it. The cache folder for the built-in corpus is
+`--cache-dir`, else `$LMFORGE_CACHE`, else `$XDG_CACHE_HOME/lmforge`, else `~/.cache/lmforge` (this
+module is the only one that reads the environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+class _SourceAction(argparse.Action):
+    """--source SRC appends a source; --weight W sets the weight of the last one."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        items = list(getattr(namespace, "sources", None) or [])
+        if option_string == "--weight":
+            if not items:
+                parser.error("--weight must follow the --source it applies to")
+            items[-1] = (items[-1][0], value)
+        else:
+            items.append((value, 1.0))
+        namespace.sources = items
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", "--data", dest="out", required=True, metavar="DATA_DIR", help="data folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _add_sources(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sources")
+    g.add_argument(
+        "--source",
+        dest="sources",
+        action=_SourceAction,
+        required=True,
+        metavar="SRC",
+        help="file, folder, hf:NAME or shakespeare[:modern|folio|both]; repeat for a mixture",
+    )
+    g.add_argument(
+        "--weight",
+        dest="sources",
+        action=_SourceAction,
+        type=float,
+        metavar="W",
+        help="mixture weight of the --source before it (default 1)",
+    )
+    g.add_argument(
+        "--text-field",
+        "--column",
+        dest="text_field",
+        default="text",
+        help="jsonl field / csv, parquet or HF column with the text (default: text)",
+    )
+    g.add_argument("--hf-config", default=None, help="Hugging Face dataset config")
+    g.add_argument("--hf-split", default="train", help="Hugging Face split (default: train)")
+    g.add_argument("--max-doc-chars", type=int, default=1_000_000, help="cut longer documents (default 1e6)")
+    g.add_argument("--skip-bad-lines", action="store_true", help="skip and count malformed jsonl lines")
+    g.add_argument("--cache-dir", default=None, help="cache for the built-in corpus")  # fmt: skip
+
+
+def _add_clean(p: argparse.ArgumentParser) -> None:
+    from lmforge.data.clean import CleanConfig
+
+    d = CleanConfig()
+    g = p.add_argument_group("cleaning")
+    g.add_argument("--min-chars", type=int, default=d.min_chars, help=f"drop shorter docs ({d.min_chars})")
+    g.add_argument("--max-chars", type=int, default=d.max_chars, help=f"drop longer docs ({d.max_chars})")
+    g.add_argument(
+        "--max-line-chars", type=int, default=d.max_line_chars, help="drop docs with a longer line"
+    )
+    g.add_argument("--max-symbol-ratio", type=float, default=d.max_symbol_ratio, help="symbol-ratio filter")
+    g.add_argument(
+        "--max-dup-line-frac", type=float, default=d.max_dup_line_frac, help="repeated-lines filter"
+    )
+    g.add_argument(
+        "--near-threshold",
+        type=float,
+        default=d.near_threshold,
+        help=f"near-duplicate Jaccard threshold on word 5-grams ({d.near_threshold})",
+    )
+    g.add_argument("--no-dedup", action="store_true", help="keep exact and near duplicates")  # fmt: skip
+
+
+def _add_tokenizer(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tokenizer")
+    g.add_argument("--tokenizer", choices=["bpe", "char"], default="bpe", help="tokenizer kind (default bpe)")
+    g.add_argument(
+        "--vocab-size", type=int, default=None, help="incl. specials; default 4096 (bpe) / alphabet (char)"
+    )
+
+
+def _add_split(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("split")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction (default 0.1)")
+    g.add_argument("--split", dest="split_mode", choices=["hash", "tail"], default="hash",
+                   help="hash: by stable document hash; tail: last part of each source's text")  # fmt: skip
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="collect, clean, tokenize and shard text")
+    verbs = parser.add_subparsers(dest="data_verb", metavar="STEP", required=True)
+    everything = [_add_sources, _add_clean, _add_tokenizer, _add_split]
+    specs = [
+        ("prepare", "all steps: collect -> clean -> tokenizer -> encode", everything),
+        ("collect", "read sources into DATA_DIR/raw/", [_add_sources]),
+        ("clean", "DATA_DIR/raw/ -> DATA_DIR/clean/", [_add_clean]),
+        ("tokenizer", "train a tokenizer on DATA_DIR/clean/ (train split)", [_add_tokenizer, _add_split]),
+        ("encode", "DATA_DIR/clean/ -> DATA_DIR/shards/", [_add_split]),
+        ("verify", "check shards against manifest and tokenizer", []),
+    ]  # fmt: skip
+    for name, help_text, adders in specs:
+        p = verbs.add_parser(name, help=help_text, description=help_text)
+        _add_common(p)
+        for add in adders:
+            add(p)
+        if name == "encode":
+            p.add_argument("--shard-tokens", type=int, default=1 << 26, help="tokens per shard")
+        p.set_defaults(func=run)
+
+
+def _collect_cfg(args):
+    from lmforge.data.builtin import default_cache_dir
+    from lmforge.data.sources import CollectConfig, SourceSpec
+
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(os.environ)
+    cfg = CollectConfig(max_doc_chars=args.max_doc_chars, skip_bad_lines=args.skip_bad_lines, cache_dir=cache)
+    sources = [
+        SourceSpec(spec, weight, args.text_field, args.hf_config, args.hf_split)
+        for spec, weight in args.sources
+    ]
+    return sources, cfg
+
+
+def _clean_cfg(args):
+    from lmforge.data.clean import CleanConfig
+
+    return CleanConfig(
+        min_chars=args.min_chars, max_chars=args.max_chars, max_line_chars=args.max_line_chars,
+        max_symbol_ratio=args.max_symbol_ratio, max_dup_line_frac=args.max_dup_line_frac,
+        near_threshold=args.near_threshold, exact_dedup=not args.no_dedup, near_dedup=not args.no_dedup,
+    )  # fmt: skip
+
+
+def run(args) -> int:
+    from lmforge.data import prepare as P
+
+    out = Path(args.out)
+    verb = args.data_verb
+    if verb == "prepare":
+        sources, collect_cfg = _collect_cfg(args)
+        cfg = P.PrepareConfig(
+            collect=collect_cfg, clean=_clean_cfg(args),
+            tokenizer=P.TokenizerConfig(args.tokenizer, args.vocab_size),
+            split=P.SplitConfig(args.split_mode, args.val_fraction),
+        )  # fmt: skip
+        report = P.prepare(sources, out, cfg)
+    elif verb == "collect":
+        report = P.collect(*_collect_cfg(args), out)
+    elif verb == "clean":
+        report = P.clean(out, _clean_cfg(args))
+    elif verb == "tokenizer":
+        split = P.SplitConfig(args.split_mode, args.val_fraction)
+        report = P.build_tokenizer(out, P.TokenizerConfig(args.tokenizer, args.vocab_size), split)
+    elif verb == "encode":
+        report = P.encode(out, P.SplitConfig(args.split_mode, args.val_fraction), args.shard_tokens)
+    else:
+        report = _verify(out)
+    print(json.dumps(report) if args.json else format_report(verb, report))
+    return 0
+
+
+def _verify(out: Path) -> dict:
+    from lmforge.data.shards import open_split, read_manifest
+    from lmforge.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(out / "tokenizer")
+    manifest = read_manifest(out / "shards")
+    report = {"ok": True, "tokenizer_hash": tok.hash}
+    for split in manifest["splits"]:
+        shards = open_split(out / "shards", split, verify=True, expected_tokenizer_hash=tok.hash)
+        report[split] = {"shards": len(shards), "tokens": int(sum(len(s) for s in shards))}
+    return report
+
+
+def _rate(step: dict) -> str:
+    return f"{step['mb']:.2f} MB in {step['seconds']:.2f} s ({step['mb_per_s']:.1f} MB/s)"
+
+
+def _clean_lines(rep: dict) -> list[str]:
+    lines = []
+    for s in rep.get("steps", []):
+        figure = f"dropped {s['dropped']}" if s["kind"] == "filter" else f"changed {s['changed']}"
+        counts = "".join(f", {k} {v}" for k, v in s["counts"].items())
+        lines.append(f"  {s['name']:<15} {figure:<12} {s['rule']}{counts}")
+        lines += [f"      e.g. {e}" for e in s["examples"][:2] if s["dropped"] or s["changed"] or s["counts"]]
+    return lines
+
+
+def format_report(verb: str, r: dict) -> str:
+    """A short human-readable summary of a step's (or prepare's) report."""
+    if verb == "verify":
+        return "ok: " + ", ".join(
+            f"{k} {v['tokens']:,} tokens in {v['shards']} shard(s)"
+            for k, v in r.items()
+            if isinstance(v, dict)
+        )
+    if verb == "collect":
+        return "\n".join(
+            [f"collect    {_rate(r)}"]
+            + [f"  {n}: {s['n_docs']} docs, {s['n_chars']:,} chars" for n, s in r["sources"].items()]
+        )
+    if verb == "clean":
+        return "\n".join([f"clean      {r['docs_in']} -> {r['docs_out']} docs, {_rate(r)}", *_clean_lines(r)])
+    if verb == "tokenizer":
+        return (
+            f"tokenizer  {r['kind']} vocab {r['vocab_size']}, engine {r['engine']}, trained on {_rate(r)}; "
+            f"val {r['val_bytes_per_token']} bytes/token"
+        )
+    if verb == "encode":
+        t, b = r["tokens"], r["bytes_per_token"]
+        return (
+            f"encode     train {t['train']:,} tokens ({b['train']} bytes/token), val {t['val']:,} tokens "
+            f"({b['val']} bytes/token), engine {r['engine']}, {_rate(r)}"
+        )
+    st = r["steps"]
+    names = [f"{n} (weight {s['weight']:g}, {s['n_docs']} docs)" for n, s in r["sources"].items()]
+    lines = ["sources    " + ", ".join(names)]
+    for name, s in r["sources"].items():
+        notes = [
+            f"{k.replace('_', ' ')} {s[k]}"
+            for k in (
+                "invalid_utf8_bytes",
+                "oversized_docs",
+                "hard_cuts",
+                "bad_lines",
+                "skipped_files",
+                "empty_docs",
+            )
+            if s[k]
+        ]
+        if notes:
+            lines.append(f"  {name}: " + ", ".join(notes))
+    c = st["clean"]
+    lines.append(f"collect    {st['collect']['docs']} docs, {_rate(st['collect'])}")
+    dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
+    lines.append(
+        f"clean      {c['docs_in']} -> {c['docs_out']} docs, {_rate(c)}; dropped: {dropped} "
+        f"(near-dup threshold {c['near_threshold']})"
+    )
+    lines.append(format_report("tokenizer", st["tokenizer"]))
+    lines.append(format_report("encode", st["encode"]))
+    lines.append(f"done       {r['seconds']:.1f} s -> {r['out']} (shards/manifest.json, prepare_report.json)")
+    return "\n".join(lines)  # fmt: skip

@@ -1,0 +1,117 @@
+"""`lmforge generate RUN_DIR --prompt TEXT`: sample text from a trained run, streamed as it is made.
+
+The prompt is read as the start of a document (an eot is put before it, as training did), tokens are
+printed as soon as they form whole characters, and stop strings end the output before they would be
+printed. With ``--json`` nothing is streamed: one JSON object with the text and the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="sample text from a trained run",
+        description="Generate text after a prompt with a trained run (KV cache; greedy at --temperature 0).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `lmforge train`")
+    p.add_argument("--prompt", default="", help='text to continue ("" starts a new document)')
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate at most")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="sample from the nucleus of mass P")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help=">1 discourages repeats (CTRL)")
+    p.add_argument("--stop", nargs="+", default=[], metavar="S", help="stop before any of these strings")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    p.add_argument("--no-cache", action="store_true", help="recompute the window every token (slow)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    p.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from lmforge.errors import UserError
+
+    if args.max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens ({args.max_new_tokens}) must be >= 0")
+    if args.temperature < 0:
+        raise UserError(f"--temperature ({args.temperature}) must be >= 0 (0 = greedy)")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k ({args.top_k}) must be >= 1")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise UserError(f"--top-p ({args.top_p}) must be in (0, 1]")
+    if args.repetition_penalty <= 0:
+        raise UserError(f"--repetition-penalty ({args.repetition_penalty}) must be > 0 (1 = off)")
+
+
+def _load(run_dir: str):
+    """(model, tokenizer) of the run's newest good checkpoint, through ``lmforge.runs.load_run``
+    (a ``LoadedRun`` with .model and .tokenizer; the spec's (config, model, tokenizer, meta) tuple is
+    accepted too)."""
+    from lmforge.runs import load_run
+
+    loaded = load_run(run_dir)
+    if isinstance(loaded, tuple):
+        return loaded[1], loaded[2]
+    return loaded.model, loaded.tokenizer
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    from lmforge.generate.engine import TextStreamer, encode_prompt, generate_tokens
+
+    model, tokenizer = _load(args.run_dir)
+    prompt_ids = encode_prompt(tokenizer, args.prompt)
+    streamer = TextStreamer(tokenizer, args.stop)
+    tokens = generate_tokens(
+        model,
+        prompt_ids,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        use_cache=not args.no_cache,
+        eot_id=tokenizer.eot_id,
+    )
+    out = sys.stdout
+    if not args.json:
+        out.write(args.prompt)  # echo the prompt, so the stream reads as one text
+        out.flush()
+    n_tokens, stop_reason = 0, "length"
+    t0 = time.perf_counter()
+    for token_id in tokens:
+        n_tokens += 1
+        piece = streamer.put(token_id)
+        if piece and not args.json:
+            out.write(piece)
+            out.flush()
+        if streamer.stopped:
+            tokens.close()
+            stop_reason = "stop"
+            break
+    else:
+        if n_tokens < args.max_new_tokens:
+            stop_reason = "eot"
+    seconds = time.perf_counter() - t0
+    tail = streamer.finish()
+    if args.json:
+        report = {
+            "prompt": args.prompt,
+            "text": streamer.text,
+            "prompt_tokens": len(prompt_ids),
+            "new_tokens": n_tokens,
+            "stop_reason": stop_reason,
+            "seconds": round(seconds, 4),
+            "tokens_per_s": round(n_tokens / seconds, 2) if seconds > 0 else None,
+        }
+        print(json.dumps(report))
+    else:
+        out.write(tail + "\n")
+        out.flush()
+    return 0

@@ -1,0 +1,276 @@
+"""Typed run configuration: TOML presets plus dotted `key=value` overrides.
+
+A run's configuration is a tree of small dataclasses, one per stage (`data`, `model`, `optim`,
+`schedule`, `train`), and each component receives only its own section. Presets are TOML files whose
+tables mirror the tree; overrides on the command line use dotted names (`optim.lr=3e-4`,
+`model.n_layer=2`). Both paths go through one function, `apply_updates`, which rejects unknown keys
+(with a suggestion) and values of the wrong type, naming the key -- a typo must never be silently
+ignored, because a silently ignored typo is a wasted training run.
+
+The model section is family-specific (`model.family = "gpt" | "gru"`); its dataclass comes from
+`lmforge.models.registry`. The vocabulary size is not a setting: it is read from the tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # DATA_DIR written by `lmforge data prepare`
+    weights: dict[str, float] = field(default_factory=dict)  # mixture weight per source; {} = as collected
+
+    def __post_init__(self) -> None:
+        for name, weight in self.weights.items():
+            if not weight >= 0:
+                raise UserError(f"data.weights.{name} ({weight}) must be >= 0")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # sgd | adam | adamw | muon (Muon on hidden matrices, AdamW on the rest)
+    lr: float = 1e-3  # peak learning rate (AdamW/Adam/SGD; embeddings and head under Muon)
+    weight_decay: float = 0.1  # decoupled decay, applied to matrices only (not norms, biases, embeddings)
+    beta1: float = 0.9  # Adam first-moment decay
+    beta2: float = 0.95  # Adam second-moment decay
+    eps: float = 1e-8  # Adam denominator epsilon
+    momentum: float = 0.9  # SGD momentum (0 = plain SGD)
+    nesterov: bool = False  # SGD Nesterov momentum
+    muon_lr: float = 0.02  # Muon learning rate for hidden matrices
+    muon_momentum: float = 0.95  # Muon momentum
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+
+    def __post_init__(self) -> None:
+        if self.name not in ("sgd", "adam", "adamw", "muon"):
+            raise UserError(f"optim.name '{self.name}' is not one of sgd, adam, adamw, muon")
+        if not (0 < self.lr < 10):
+            raise UserError(f"optim.lr ({self.lr}) must be in (0, 10)")
+        if self.weight_decay < 0:
+            raise UserError(f"optim.weight_decay ({self.weight_decay}) must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise UserError("optim.beta1 and optim.beta2 must be in [0, 1)")
+        if self.grad_clip < 0:
+            raise UserError(f"optim.grad_clip ({self.grad_clip}) must be >= 0")
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # constant | cosine | wsd (warm-up, stable, linear warm-down)
+    warmup_steps: int = 100  # optimizer steps of linear warm-up from 0
+    warmdown_frac: float = 0.2  # wsd: fraction of all steps spent decaying linearly to min_lr_frac
+    min_lr_frac: float = 0.1  # final learning rate as a fraction of the peak (cosine and wsd)
+
+    def __post_init__(self) -> None:
+        if self.name not in ("constant", "cosine", "wsd"):
+            raise UserError(f"schedule.name '{self.name}' is not one of constant, cosine, wsd")
+        if self.warmup_steps < 0:
+            raise UserError(f"schedule.warmup_steps ({self.warmup_steps}) must be >= 0")
+        if not 0 <= self.warmdown_frac <= 1:
+            raise UserError(f"schedule.warmdown_frac ({self.warmdown_frac}) must be in [0, 1]")
+        if not 0 <= self.min_lr_frac <= 1:
+            raise UserError(f"schedule.min_lr_frac ({self.min_lr_frac}) must be in [0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16  # sequences per micro-step
+    batch_tokens: int = 0  # tokens per optimizer step (accumulates micro-steps); 0 = one micro-step
+    max_steps: int = 1000  # optimizer steps (the schedule's horizon)
+    max_tokens: int = 0  # stop after this many training tokens; 0 = no limit
+    time_budget: float = 0.0  # wall seconds; > 0 sizes max_steps from measured step time
+    seed: int = 1337  # seeds init, batches (a pure function of seed, step, rank) and sampling
+    eval_every: int = 250  # optimizer steps between validation passes (and at the last step)
+    eval_tokens: int = 65536  # validation tokens per in-training evaluation (a fixed slice)
+    sample_every: int = 0  # steps between printed samples; 0 = only at the end
+    sample_tokens: int = 64  # new tokens per sample
+    ckpt_every: int = 500  # optimizer steps between checkpoints (and at the last step)
+    keep_last: int = 2  # checkpoints kept besides the best one
+    log_every: int = 10  # steps between lines in metrics.jsonl
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "float32"  # float32 | bfloat16 (autocast; weights, optimizer and loss stay float32)
+    compile: bool = False  # torch.compile the model (falls back to eager if compilation fails)
+    threads: int = 0  # CPU threads for torch; 0 = physical cores
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "max_steps", "eval_every", "ckpt_every", "log_every", "eval_tokens")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"train.{name} ({getattr(self, name)}) must be > 0")
+        for name in ("batch_tokens", "max_tokens", "sample_every", "threads", "keep_last"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name} ({getattr(self, name)}) must be >= 0")
+        if self.time_budget < 0:
+            raise UserError(f"train.time_budget ({self.time_budget}) must be >= 0 seconds")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"train.device '{self.device}' is not one of auto, cpu, cuda")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise UserError(f"train.dtype '{self.dtype}' is not one of float32, bfloat16")
+        if self.max_steps > 10_000_000:
+            raise UserError(f"train.max_steps ({self.max_steps}) is absurdly large; pass a smaller value")
+
+
+@dataclass
+class RunConfig:
+    model: Any  # a family's config dataclass (GPTConfig, GRUConfig) from lmforge.models.registry
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "train": TrainConfig}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`optim.lr=3e-4` -> ("optim.lr", 0.0003). Values are TOML literals; bare words are strings."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' is not of the form key=value (e.g. optim.lr=3e-4)")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check `value` against a dataclass field's annotation; ints are accepted for floats."""
+    if isinstance(annotation, str):
+        annotation = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation, Any)
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
+            return value
+        raise UserError(f"{key} must be {annotation.__name__}, got {type(value).__name__} {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{key} must be a table of name = value, got {value!r}")
+        _, value_type = typing.get_args(annotation)
+        return {k: _coerce(f"{key}.{k}", v, value_type) for k, v in value.items()}
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(annotation):
+            try:
+                return _coerce(key, value, option)
+            except UserError:
+                continue
+        raise UserError(f"{key} has the wrong type: {value!r}")
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key(key: str, known: list[str]) -> UserError:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return UserError(f"unknown config key '{key}'{hint}")
+
+
+def apply_updates(tree: dict[str, dict[str, Any]], updates: dict[str, Any]) -> None:
+    """Merge dotted `updates` into a {section: {key: value}} tree, validating names and types."""
+    from lmforge.models.registry import MODELS
+
+    for dotted, value in updates.items():
+        section, _, key = dotted.partition(".")
+        if section == "data" and key.startswith("weights."):
+            tree.setdefault("data", {}).setdefault("weights", {})[key.split(".", 1)[1]] = value
+            continue
+        if section == "model":
+            family = value if key == "family" else tree.get("model", {}).get("family", "gpt")
+            if family not in MODELS:
+                raise UserError(f"model.family '{family}' is not one of {', '.join(MODELS)}")
+            types_ = _field_types(MODELS[family][0])
+        elif section in SECTIONS:
+            types_ = _field_types(SECTIONS[section])
+        else:
+            raise _unknown_key(dotted, [*SECTIONS, "model"])
+        if key not in types_:
+            raise _unknown_key(dotted, [f"{section}.{k}" for k in types_])
+        tree.setdefault(section, {})[key] = _coerce(dotted, value, types_[key])
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; `data.weights` stays one table."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name != "data.weights":
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file '{path}' does not exist; pass a preset such as configs/gpt-small.toml")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file '{path}' is not valid TOML: {exc}") from None
+
+
+def build_run_config(tree: dict[str, Any], vocab_size: int | None = None) -> RunConfig:
+    """Turn a validated {section: {...}} tree into a RunConfig; `vocab_size` comes from the tokenizer."""
+    from lmforge.models.registry import MODELS
+
+    model_tree = dict(tree.get("model", {}))
+    family = model_tree.setdefault("family", "gpt")
+    if vocab_size is not None:
+        given = model_tree.get("vocab_size")
+        if given and given != vocab_size:
+            raise UserError(
+                f"model.vocab_size ({given}) does not match the tokenizer's ({vocab_size}); remove it "
+                "from the config, it is read from the tokenizer"
+            )
+        model_tree["vocab_size"] = vocab_size
+    model = MODELS[family][0](**model_tree)
+    sections = {name: cls(**tree.get(name, {})) for name, cls in SECTIONS.items()}
+    return RunConfig(model=model, **sections)
+
+
+def load_config(
+    preset: str | Path | None, overrides: list[str] | dict[str, Any] | None, vocab_size: int | None
+) -> RunConfig:
+    """Preset file (or defaults) + overrides -> validated RunConfig."""
+    tree: dict[str, Any] = {}
+    if preset:
+        apply_updates(tree, flatten(read_toml(preset)))
+    if isinstance(overrides, dict):
+        apply_updates(tree, overrides)
+    elif overrides:
+        apply_updates(tree, dict(parse_override(o) for o in overrides))
+    return build_run_config(tree, vocab_size)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig saved with `to_dict` (a run's config.json)."""
+    tree: dict[str, Any] = {}
+    apply_updates(tree, flatten(data))
+    return build_run_config(tree)
+
+
+def dumps(config: RunConfig) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,77 @@
+"""Device, threads, precision and the hardware's peak FLOP/s.
+
+CPU is the default. PyTorch's default thread count can exceed the physical cores (hyper-threads),
+and oversubscribed matmuls on a small CPU run slower, so we use the physical core count.
+
+Model-FLOPs utilisation (MFU) needs the hardware's peak. Rather than a table of chips that is always
+out of date, we measure it: a few square matmuls in the training dtype (about 50 ms on a 2-core CPU),
+which is what a perfect implementation of our model could at best reach through PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import torch
+
+from lmforge.errors import UserError
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (falls back to the logical count)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:
+        available = os.cpu_count() or 1
+    cores = set()
+    try:
+        for cpu in os.sched_getaffinity(0):
+            path = f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id"
+            package = f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id"
+            with open(path) as a, open(package) as b:
+                cores.add((a.read().strip(), b.read().strip()))
+    except (OSError, AttributeError):
+        return available
+    return max(1, min(available, len(cores) or available))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is 'cuda' but no CUDA device is available; use train.device=cpu")
+    return torch.device(name)
+
+
+def setup_threads(threads: int) -> int:
+    count = threads or physical_cores()
+    torch.set_num_threads(count)
+    return count
+
+
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast for matmuls (weights, optimizer state and loss stay float32), or nothing."""
+    if dtype == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def measure_peak_flops(device: torch.device, dtype: str, size: int = 1024, repeats: int = 3) -> float:
+    """Best observed FLOP/s of a square matmul in the training dtype on this device."""
+    torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    gen = torch.Generator(device=device).manual_seed(0)  # never touch the global RNG: resume is bit-exact
+    a = torch.randn(size, size, device=device, dtype=torch_dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=torch_dtype, generator=gen)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best

@@ -1,0 +1,399 @@
+"""The run folder: atomic, verified checkpoints, the metrics log, and `load_run()`.
+
+    RUN_DIR/
+      config.json          the resolved RunConfig
+      run.json             data folder, tokenizer hash, data manifest hash, lmforge/torch versions
+      tokenizer/           a copy of the tokenizer, so a run is usable without its data folder
+      metrics.jsonl        one JSON object per logged step / evaluation
+      ckpt/step_NNNNNN/    model.safetensors, optim.safetensors + optim.json, rng.safetensors,
+                           meta.json, and manifest.json (sha256 of every other file, written last)
+
+Why directories written this way: a checkpoint is first written to `ckpt/.tmp-step_NNNNNN`, every
+file fsynced, the manifest last, then the folder is renamed into place and the parent fsynced. A crash
+at any moment leaves either the complete new checkpoint or none -- never a half-written one that a
+resume would trust. On load, each file is checked against the manifest; a damaged checkpoint is
+skipped (with a message) in favour of the previous good one.
+
+Why no pickle: a checkpoint may come from someone else. Weights and optimizer tensors are stored with
+`safetensors` and everything else as JSON, so loading a checkpoint can never run code.
+
+Every stage after training (eval, generate, export, ...) reads a run through `load_run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmforge import __version__
+from lmforge.config import RunConfig, config_from_dict
+from lmforge.errors import UserError
+
+CKPT_RE = re.compile(r"^step_(\d{6,})$")
+CKPT_FORMAT = 1
+REQUIRED_FILES = ("model.safetensors", "optim.safetensors", "optim.json", "rng.safetensors", "meta.json")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary sibling, fsync, and rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+# --- optimizer state <-> (tensors, JSON) -------------------------------------------------------
+
+
+def optimizer_state_to_flat(optimizers: list[torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split optimizer state dicts into a flat tensor dict (for safetensors) and a JSON-able rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[str, Any] = {"optimizers": []}
+    for i, opt in enumerate(optimizers):
+        state = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for param_id, entries in state["state"].items():
+            for name, value in entries.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{i}.{param_id}.{name}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(param_id), {})[name] = value
+        groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
+        rest["optimizers"].append({"type": type(opt).__name__, "param_groups": groups, "scalars": scalars})
+    return tensors, rest
+
+
+def optimizer_state_from_flat(
+    optimizers: list[torch.optim.Optimizer], tensors: dict[str, torch.Tensor], rest: dict
+) -> None:
+    saved = rest.get("optimizers", [])
+    if len(saved) != len(optimizers) or any(
+        s["type"] != type(o).__name__ for s, o in zip(saved, optimizers, strict=False)
+    ):
+        kinds = [s.get("type") for s in saved]
+        raise UserError(
+            f"checkpoint optimizer state is for {kinds}, not {[type(o).__name__ for o in optimizers]}; "
+            "resume with the optimizer the run was started with (optim.name)"
+        )
+    for i, (opt, entry) in enumerate(zip(optimizers, saved, strict=True)):
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            opt_idx, param_id, name = key.split(".", 2)
+            if int(opt_idx) == i:
+                state.setdefault(int(param_id), {})[name] = value
+        for param_id, names in entry["scalars"].items():
+            state.setdefault(int(param_id), {}).update(names)
+        opt.load_state_dict({"state": state, "param_groups": entry["param_groups"]})
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    meta: dict
+
+
+def ckpt_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every finished checkpoint folder, newest first (temporary folders excluded)."""
+    ckpt_root = Path(run_dir) / "ckpt"
+    if not ckpt_root.is_dir():
+        return []
+    found = []
+    for child in ckpt_root.iterdir():
+        match = CKPT_RE.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found, reverse=True)
+
+
+def remove_temporaries(run_dir: Path) -> list[str]:
+    """Delete leftover `.tmp-*` folders from a save that was interrupted; returns their names."""
+    ckpt_root = Path(run_dir) / "ckpt"
+    removed = []
+    if ckpt_root.is_dir():
+        for child in ckpt_root.iterdir():
+            if child.name.startswith(".tmp-"):
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child.name)
+    return removed
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None if the checkpoint is complete and matches its manifest, else why not (one line)."""
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path.name}: manifest.json missing or unreadable"
+    for name in REQUIRED_FILES:
+        if name not in files:
+            return f"{path.name}: required piece '{name}' is missing from the manifest"
+    for name, digest in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{path.name}: file '{name}' is missing"
+        if sha256_file(file) != digest:
+            return f"{path.name}: file '{name}' does not match its checksum (truncated or corrupted)"
+    return None
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    meta: dict,
+    fault_hook=None,
+) -> Path:
+    """Write ckpt/step_NNNNNN atomically. `fault_hook(point)` lets tests inject crashes at exact points."""
+    from safetensors.torch import save_model
+
+    ckpt_root = Path(run_dir) / "ckpt"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / ckpt_name(step)
+    tmp = ckpt_root / f".tmp-{ckpt_name(step)}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        save_model(_unwrap(model), str(tmp / "model.safetensors"))
+        tensors, rest = optimizer_state_to_flat(optimizers)
+        save_file(tensors, str(tmp / "optim.safetensors"))
+        (tmp / "optim.json").write_text(json.dumps(rest), encoding="utf-8")
+        save_file(rng_state(), str(tmp / "rng.safetensors"))
+        full_meta = {
+            **meta,
+            "step": step,
+            "format": CKPT_FORMAT,
+            "lmforge_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True), encoding="utf-8")
+        if fault_hook:
+            fault_hook("ckpt_data_written")
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        for p in tmp.iterdir():
+            _fsync_file(p)
+        with open(tmp / "manifest.json", "w", encoding="utf-8") as handle:
+            json.dump({"files": files}, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if fault_hook:
+            fault_hook("ckpt_before_rename")
+        if final.exists():  # re-saving the same step (e.g. after a rollback): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(ckpt_root)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(
+            f"could not write checkpoint {final.name} ({exc.strerror or exc}); free disk space and "
+            "resume with --resume (earlier checkpoints are intact)"
+        ) from None
+    return final
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int, best_step: int | None) -> None:
+    """Keep the newest `keep_last` checkpoints and the best one; delete the rest."""
+    for index, (step, path) in enumerate(list_checkpoints(run_dir)):
+        if index < max(1, keep_last) or step == best_step:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def find_latest_good(run_dir: Path, log=_warn) -> Checkpoint | None:
+    """Newest checkpoint that verifies; damaged ones are reported and skipped."""
+    for step, path in list_checkpoints(run_dir):
+        problem = verify_checkpoint(path)
+        if problem:
+            log(f"warning: skipping damaged checkpoint {problem}")
+            continue
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        return Checkpoint(path=path, step=step, meta=meta)
+    return None
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under torch.compile / DDP wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def load_model_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import load_model
+
+    try:
+        missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise UserError(f"checkpoint weights {path / 'model.safetensors'} are unreadable: {exc}") from None
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint {path.name} does not fit the model: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}; was the config changed since the run started?"
+        )
+
+
+def load_training_state(path: Path, optimizers: list[torch.optim.Optimizer]) -> None:
+    """Optimizer and RNG state from a verified checkpoint folder."""
+    try:
+        tensors = load_file(str(path / "optim.safetensors"))
+        rest = json.loads((path / "optim.json").read_text(encoding="utf-8"))
+        rng = load_file(str(path / "rng.safetensors"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"checkpoint {path.name} state is unreadable: {exc}") from None
+    optimizer_state_from_flat(optimizers, tensors, rest)
+    set_rng_state(rng)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"torch_cuda_{i}"] = s
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    if "torch_cpu" not in state:
+        raise UserError("checkpoint is missing a required piece of state: 'rng.torch_cpu'")
+    torch.set_rng_state(state["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda = [state[k] for k in sorted(state) if k.startswith("torch_cuda_")]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# --- metrics log -----------------------------------------------------------------------------
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a crash
+    return records
+
+
+def truncate_metrics(run_dir: Path, after_step: int) -> None:
+    """Drop log lines past `after_step` (written after the checkpoint a resume starts from)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= after_step]
+    tmp = path.with_name(".tmp-metrics.jsonl")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- loading a run ---------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: RunConfig
+    model: torch.nn.Module
+    tokenizer: Any
+    meta: dict  # the checkpoint's meta.json
+    checkpoint: Path
+    info: dict  # run.json
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(
+            f"run folder '{run_dir}' does not exist; train one with `lmforge train --out {run_dir}`"
+        )
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(
+            f"'{run_dir}' is not an lmforge run (no config.json); pass a folder made by `lmforge train`"
+        )
+    try:
+        return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except ValueError as exc:
+        raise UserError(f"'{path}' is not valid JSON: {exc}") from None
+
+
+def load_run(run_dir: str | Path, step: int | None = None, device: str = "cpu", log=_warn) -> LoadedRun:
+    """The run's model (eval mode) from its newest good checkpoint (or `step`), with its tokenizer."""
+    from lmforge.data.tokenizer import load_tokenizer
+    from lmforge.models.registry import MODELS
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    info_path = run_dir / "run.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    if step is None:
+        ckpt = find_latest_good(run_dir, log=log)
+        if ckpt is None:
+            raise UserError(f"run '{run_dir}' has no usable checkpoint yet; train it (or resume) first")
+    else:
+        path = run_dir / "ckpt" / ckpt_name(step)
+        problem = verify_checkpoint(path) if path.is_dir() else f"{path.name} does not exist"
+        if problem:
+            raise UserError(f"checkpoint {problem}")
+        ckpt = Checkpoint(path, step, json.loads((path / "meta.json").read_text(encoding="utf-8")))
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    model = MODELS[config.model.family][1](config.model)
+    load_model_weights(model, ckpt.path)
+    model.to(device).eval()
+    return LoadedRun(run_dir, config, model, tokenizer, ckpt.meta, ckpt.path, info)

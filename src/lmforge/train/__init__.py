@@ -1,0 +1,1 @@
+"""Training: optimisers (`optim`), learning-rate schedules (`schedule`) and the loop (`loop`)."""

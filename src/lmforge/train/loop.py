@@ -1,0 +1,448 @@
+"""The training loop, readable top to bottom.
+
+`train()` prepares everything (device, data, model, optimisers, resume) and then runs one loop:
+
+    for each optimizer step:
+        evaluate      (every eval_every steps, and at the end)
+        checkpoint    (every ckpt_every steps, at the end, and when asked to stop)
+        stop?         (max_steps, max_tokens, time budget, Ctrl-C / SIGTERM)
+        micro-steps   (forward + backward, accumulating gradients to batch_tokens)
+        guard         (a non-finite loss or gradient, or a huge spike: skip the update)
+        update        (clip, learning rate from the schedule, optimizer step)
+        log           (metrics.jsonl, progress bar with loss, tokens/s, MFU, ETA)
+
+Occasional work is a guarded block in this one function, not a callback system: a new feature is
+another `if step % every == 0` block. The batches of a step are a pure function of
+(seed, step, rank, micro_step), so resuming needs only the step number -- see data/batches.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lmforge import hardware, runs
+from lmforge.config import RunConfig
+from lmforge.data.batches import BatchSampler, Pool
+from lmforge.errors import UserError
+from lmforge.eval.loss import evaluate_tokens
+from lmforge.eval.metrics import model_flops_utilization
+from lmforge.models.registry import MODELS
+from lmforge.train.optim import build_optimizers, set_lr
+from lmforge.train.schedule import lr_factor
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens: int
+    wall_seconds: float
+    tokens_per_second: float
+    mfu: float
+    final_val: dict = field(default_factory=dict)
+    skipped_steps: int = 0
+    stopped_by: str = "max_steps"
+    num_params: int = 0
+    peak_flops: float = 0.0
+    compile_seconds: float = 0.0
+
+
+class StopFlag:
+    """SIGINT / SIGTERM set a flag checked at step boundaries; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: leave now (checkpoints on disk are atomic)
+        self.reason = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def open_data(data_dir: Path, weights: dict[str, float]):
+    """Training pools (one per source), validation arrays, tokenizer and manifest of a DATA_DIR.
+
+    Mixture weights: `data.weights` from the run config when given, else the weights the sources
+    were collected with (sources.json); a source without a weight gets none of the batches.
+    """
+    from lmforge.data.shards import open_split, open_split_by_source, read_manifest
+    from lmforge.data.tokenizer import load_tokenizer
+
+    if not data_dir.is_dir():
+        raise UserError(
+            f"data folder '{data_dir}' does not exist; make it with `lmforge data prepare --out {data_dir}`"
+        )
+    tokenizer = load_tokenizer(data_dir / "tokenizer")
+    shards_dir = data_dir / "shards"
+    manifest = read_manifest(shards_dir)
+    if manifest.get("tokenizer_hash") != tokenizer.hash:
+        raise UserError(
+            f"shards in '{shards_dir}' were made with another tokenizer than '{data_dir / 'tokenizer'}'; "
+            "re-run `lmforge data encode`"
+        )
+    by_source = open_split_by_source(shards_dir, "train", expected_tokenizer_hash=tokenizer.hash)
+    val = open_split(shards_dir, "val", expected_tokenizer_hash=tokenizer.hash)
+    if weights:
+        unknown = set(weights) - set(by_source)
+        if unknown:
+            raise UserError(
+                f"data.weights names unknown source(s) {sorted(unknown)}; known: {sorted(by_source)}"
+            )
+    else:
+        sources_path = data_dir / "sources.json"
+        saved = json.loads(sources_path.read_text(encoding="utf-8")) if sources_path.is_file() else {}
+        weights = {name: float(saved.get(name, {}).get("weight", 1.0)) for name in by_source}
+    pools = [Pool(name, arrays, float(weights.get(name, 0.0))) for name, arrays in by_source.items()]
+    if not any(p.weight > 0 for p in pools):
+        raise UserError("every data.weights entry is 0; give at least one source a positive weight")
+    return pools, val, tokenizer, manifest
+
+
+def _check_resume(run_dir: Path, config: RunConfig, tokenizer, manifest_hash: str, allow_data_change: bool):
+    saved = runs.read_run_config(run_dir)
+    if saved.model != config.model:
+        raise UserError(
+            f"the model config differs from the one '{run_dir}' was started with; resume without "
+            "changing model.* settings, or train into a new --out folder"
+        )
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    if info.get("tokenizer_hash") != tokenizer.hash:
+        raise UserError(f"the tokenizer changed since '{run_dir}' was started; resume with the original data")
+    if info.get("manifest_hash") != manifest_hash and not allow_data_change:
+        raise UserError(
+            f"the training shards changed since '{run_dir}' was started; pass --allow-data-change to "
+            "resume anyway (the batches will differ from the original run's)"
+        )
+
+
+def train(
+    config: RunConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    allow_data_change: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    sample_fn: Callable[[torch.nn.Module, int], str] | None = None,
+    fault_hook: Callable[[str, int], None] | None = None,
+) -> TrainResult:
+    """Train `config` on DATA_DIR into RUN_DIR (or continue it with `resume`)."""
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    tcfg = config.train
+    device = hardware.resolve_device(tcfg.device)
+    if device.type == "cpu":
+        hardware.setup_threads(tcfg.threads)
+    pools, val_arrays, tokenizer, manifest = open_data(data_dir, config.data.weights)
+    manifest_hash = runs.sha256_file(data_dir / "shards" / "manifest.json")
+    mcfg = config.model
+    if mcfg.vocab_size != tokenizer.vocab_size:
+        raise UserError(f"model.vocab_size {mcfg.vocab_size} != tokenizer vocab {tokenizer.vocab_size}")
+
+    # --- the run folder: fresh, or resumed from its newest good checkpoint ---
+    checkpoint = None
+    if resume and (run_dir / "config.json").is_file():
+        _check_resume(run_dir, config, tokenizer, manifest_hash, allow_data_change)
+        for name in runs.remove_temporaries(run_dir):
+            log(f"removed unfinished checkpoint {name}")
+        checkpoint = runs.find_latest_good(run_dir, log=log)
+    elif (run_dir / "ckpt").is_dir() and runs.list_checkpoints(run_dir):
+        raise UserError(
+            f"'{run_dir}' already holds a run; pass --resume to continue it or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        runs.write_json_atomic(run_dir / "config.json", config.to_dict())
+        runs.write_json_atomic(
+            run_dir / "run.json",
+            {
+                "data_dir": str(data_dir.resolve()),
+                "tokenizer_hash": tokenizer.hash,
+                "manifest_hash": manifest_hash,
+                "lmforge_version": runs.__version__,
+                "torch_version": torch.__version__,
+            },
+        )
+        tok_copy = run_dir / "tokenizer"
+        if tok_copy.exists():
+            shutil.rmtree(tok_copy)
+        shutil.copytree(data_dir / "tokenizer", tok_copy)
+
+    # --- model and optimisers ---
+    torch.manual_seed(tcfg.seed)
+    model = MODELS[mcfg.family][1](mcfg)
+    model.init_weights()
+    model.to(device)
+    optimizers = build_optimizers(config.optim, model, mcfg.vocab_size, device.type)
+    start_step, tokens_seen, wall_before, max_steps = 0, 0, 0.0, tcfg.max_steps
+    best_val, best_step, skipped = math.inf, None, 0
+    if checkpoint is not None:
+        runs.load_model_weights(model, checkpoint.path)
+        runs.load_training_state(checkpoint.path, optimizers)
+        meta = checkpoint.meta
+        start_step, tokens_seen, wall_before = meta["step"], meta["tokens"], meta["wall_seconds"]
+        max_steps, skipped = meta["max_steps"], meta.get("skipped_steps", 0)
+        best_val, best_step = meta.get("best_val", math.inf), meta.get("best_step")
+        runs.truncate_metrics(run_dir, start_step)
+        log(f"resuming from {checkpoint.path.name} (step {start_step}, {tokens_seen:,} tokens)")
+
+    forward = model
+    compile_seconds = 0.0
+    if tcfg.compile:
+        forward, compile_seconds = _compile(model, log)
+
+    amp = hardware.autocast(device, tcfg.dtype)
+    tokens_per_micro = tcfg.batch_size * mcfg.seq_len
+    accum = max(1, math.ceil(tcfg.batch_tokens / tokens_per_micro)) if tcfg.batch_tokens else 1
+    tokens_per_step = tokens_per_micro * accum
+    sampler = BatchSampler(pools, tcfg.batch_size, mcfg.seq_len, tcfg.seed, rank=0)
+    flops_per_token = model.flops_per_token()
+    peak = hardware.measure_peak_flops(device, tcfg.dtype)
+    t_start = time.perf_counter()
+
+    if tcfg.time_budget > 0 and checkpoint is None:
+        max_steps = _steps_for_budget(forward, sampler, amp, accum, tcfg, device, t_start, log)
+    if tcfg.max_tokens:
+        max_steps = min(max_steps, max(1, tcfg.max_tokens // tokens_per_step))
+
+    log(
+        f"model {mcfg.family}: {model.num_params():,} parameters, {flops_per_token:,} FLOPs/token; "
+        f"{tokens_per_step:,} tokens/step ({tcfg.batch_size} x {mcfg.seq_len} x {accum} micro-steps); "
+        f"{max_steps} steps on {device.type} ({tcfg.dtype})"
+    )
+
+    def evaluate(max_tokens: int | None) -> dict:
+        return evaluate_tokens(
+            forward,
+            val_arrays,
+            tokenizer.token_bytes,
+            mcfg.seq_len,
+            max_tokens,
+            batch_size=max(1, tcfg.batch_size),
+            device=device,
+            autocast=amp,
+        )
+
+    def save(step: int, val: dict | None) -> None:
+        nonlocal best_val, best_step
+        if val and val["loss"] < best_val:
+            best_val, best_step = val["loss"], step
+        meta = {
+            "tokens": tokens_seen,
+            "wall_seconds": wall_before + time.perf_counter() - t_start,
+            "max_steps": max_steps,
+            "skipped_steps": skipped,
+            "best_val": best_val,
+            "best_step": best_step,
+            "tokenizer_hash": tokenizer.hash,
+            "manifest_hash": manifest_hash,
+            "val": val or {},
+        }
+        runs.save_checkpoint(
+            run_dir,
+            step,
+            model,
+            optimizers,
+            meta,
+            fault_hook=(lambda point: fault_hook(point, step)) if fault_hook else None,
+        )
+        runs.prune_checkpoints(run_dir, tcfg.keep_last, best_step)
+
+    bar = _progress_bar(max_steps, start_step, progress)
+    recent_losses: deque[float] = deque(maxlen=50)
+    window_tokens, window_start = 0, time.perf_counter()
+    tokens_per_second = mfu = 0.0
+    last_val: dict = {}
+    last_val_step = -1
+    stopped_by = "max_steps"
+    step = start_step
+    model.train()
+    with StopFlag() as stop:
+        while True:
+            elapsed = wall_before + time.perf_counter() - t_start
+            if stop.reason:
+                stopped_by = stop.reason
+            elif tcfg.time_budget > 0 and elapsed >= tcfg.time_budget and step > start_step:
+                stopped_by = "time_budget"
+            last = step >= max_steps or stopped_by != "max_steps"
+
+            # --- evaluate on a fixed validation slice ---
+            if step > start_step and (step % tcfg.eval_every == 0 or last):
+                last_val, last_val_step = evaluate(tcfg.eval_tokens), step
+                record = {
+                    "step": step,
+                    "tokens": tokens_seen,
+                    "time": round(elapsed, 3),
+                    "val/loss": last_val["loss"],
+                    "val/bpb": last_val["bpb"],
+                    "val/ppl": last_val["perplexity"],
+                }
+                runs.append_metrics(run_dir, record)
+                bar.write(f"step {step}: val loss {last_val['loss']:.4f}, bpb {last_val['bpb']:.4f}")
+                model.train()
+
+            # --- a sample now and then ---
+            if sample_fn and tcfg.sample_every and step > start_step and step % tcfg.sample_every == 0:
+                bar.write(f"sample at step {step}: {sample_fn(model, step)!r}")
+                model.train()
+
+            # --- checkpoint ---
+            if step > start_step and (step % tcfg.ckpt_every == 0 or last):
+                save(step, last_val if last_val_step == step else None)
+            if last:
+                break
+            if fault_hook:
+                fault_hook("step", step)
+
+            # --- one optimizer step: accumulate gradients over micro-steps ---
+            factor = lr_factor(step, max_steps, config.schedule)
+            set_lr(optimizers, factor)
+            loss_sum = torch.zeros((), device=device)
+            for micro_step in range(accum):
+                x, y = sampler.batch(step, micro_step)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with amp:
+                    loss = forward(x, y)
+                (loss / accum).backward()
+                loss_sum += loss.detach()
+            loss_value = float(loss_sum) / accum
+            max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+
+            # --- guard: bad numbers never reach the weights ---
+            spike = (
+                len(recent_losses) >= 20 and loss_value > 4 * (sum(recent_losses) / len(recent_losses)) + 2
+            )
+            if not math.isfinite(loss_value) or not math.isfinite(grad_norm) or spike:
+                skipped += 1
+                bar.write(f"step {step}: skipped update (loss {loss_value:.4g}, grad norm {grad_norm:.4g})")
+                if skipped > max(10, max_steps // 20):
+                    raise UserError(
+                        f"training diverged: {skipped} bad steps; lower optim.lr (now {config.optim.lr}) "
+                        "and resume with --resume"
+                    )
+            else:
+                for opt in optimizers:
+                    opt.step()
+                recent_losses.append(loss_value)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += tokens_per_step
+            window_tokens += tokens_per_step
+
+            # --- log ---
+            now = time.perf_counter()
+            if step % tcfg.log_every == 0 or step == max_steps:
+                tokens_per_second = window_tokens / max(1e-9, now - window_start)
+                mfu = model_flops_utilization(flops_per_token, tokens_per_second, peak)
+                window_tokens, window_start = 0, now
+                runs.append_metrics(
+                    run_dir,
+                    {
+                        "step": step,
+                        "tokens": tokens_seen,
+                        "time": round(wall_before + now - t_start, 3),
+                        "train/loss": loss_value,
+                        "lr_factor": factor,
+                        "grad_norm": grad_norm,
+                        "tok_per_s": round(tokens_per_second, 1),
+                        "mfu": round(mfu, 4),
+                    },
+                )
+            bar.set_postfix_str(
+                f"loss {loss_value:.3f} | {tokens_per_second / 1e3:.1f}k tok/s | MFU {mfu:.0%}"
+            )
+            bar.update(1)
+    bar.close()
+    wall = wall_before + time.perf_counter() - t_start
+    return TrainResult(
+        run_dir=run_dir,
+        steps=step,
+        tokens=tokens_seen,
+        wall_seconds=wall,
+        tokens_per_second=tokens_seen / max(wall, 1e-9) if checkpoint is None else tokens_per_second,
+        mfu=mfu,
+        final_val=last_val,
+        skipped_steps=skipped,
+        stopped_by=stopped_by,
+        num_params=model.num_params(),
+        peak_flops=peak,
+        compile_seconds=compile_seconds,
+    )
+
+
+def _compile(model: torch.nn.Module, log) -> tuple[torch.nn.Module, float]:
+    """torch.compile with an eager fallback; compilation itself happens lazily on first call."""
+    try:
+        return torch.compile(model, dynamic=False), 0.0
+    except Exception as exc:  # noqa: BLE001 -- any compiler failure falls back to eager
+        log(f"warning: torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
+        return model, 0.0
+
+
+def _steps_for_budget(forward, sampler, amp, accum, tcfg, device, t_start, log) -> int:
+    """Size the schedule to the time budget from a measurement of a few real micro-steps.
+
+    Gradients from the probe are discarded and the RNG restored, so the run itself is unchanged.
+    """
+    rng = torch.get_rng_state()
+    timings = []
+    for i in range(4):
+        x, y = sampler.batch(0, 0)
+        start = time.perf_counter()
+        with amp:
+            loss = forward(x.to(device), y.to(device))
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i > 0:  # the first call pays for allocation / compilation
+            timings.append(time.perf_counter() - start)
+    for p in forward.parameters():
+        p.grad = None
+    torch.set_rng_state(rng)
+    step_seconds = sorted(timings)[len(timings) // 2] * accum * 1.08  # + optimizer and bookkeeping
+    remaining = tcfg.time_budget - (time.perf_counter() - t_start)
+    evals = max(1, int(remaining / step_seconds) // tcfg.eval_every)
+    eval_seconds = (
+        evals * (tcfg.eval_tokens / (sampler.batch_size * sampler.seq_len)) * step_seconds / accum / 3
+    )
+    steps = max(1, int((remaining - eval_seconds) / step_seconds))
+    log(f"time budget {tcfg.time_budget:.0f}s: {step_seconds * 1e3:.1f} ms/step measured -> {steps} steps")
+    return steps
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        unit="step",
+        dynamic_ncols=True,
+        leave=True,
+        mininterval=0.5,
+    )
