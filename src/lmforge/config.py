@@ -101,6 +101,7 @@ class TrainConfig:
     dtype: str = "float32"  # float32 | bfloat16 (autocast; weights, optimizer and loss stay float32)
     compile: bool = False  # torch.compile the model (falls back to eager if compilation fails)
     threads: int = 0  # CPU threads for torch; 0 = physical cores
+    tensorboard: bool = False  # also log metrics to RUN_DIR/tb/ for TensorBoard (the tune extra)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "max_steps", "eval_every", "ckpt_every", "log_every", "eval_tokens")

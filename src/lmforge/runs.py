@@ -15,7 +15,14 @@ resume would trust. On load, each file is checked against the manifest; a damage
 skipped (with a message) in favour of the previous good one.
 
 Why no pickle: a checkpoint may come from someone else. Weights and optimizer tensors are stored with
-`safetensors` and everything else as JSON, so loading a checkpoint can never run code.
+`safetensors` and everything else as JSON, so loading a checkpoint can never run code. `safetensors`
+itself checks a file's header before touching the data (header length capped at 100 MB, offsets in
+bounds, contiguous and matching dtype x shape -- tests/test_reliability_safety.py holds it to that),
+so a hostile file ends in a clean UserError, not a huge allocation; nothing here calls `torch.load`.
+
+Why a required-piece check on top of the checksums: a manifest only proves the files are the ones
+that were written. `verify_checkpoint` also refuses a checkpoint that lacks a piece of state a resume
+needs (a file, a meta.json key, an optimizer tensor), naming it, instead of resuming half-restored.
 
 Every stage after training (eval, generate, export, ...) reads a run through `load_run`.
 """
@@ -43,6 +50,7 @@ from lmforge.errors import UserError
 CKPT_RE = re.compile(r"^step_(\d{6,})$")
 CKPT_FORMAT = 1
 REQUIRED_FILES = ("model.safetensors", "optim.safetensors", "optim.json", "rng.safetensors", "meta.json")
+REQUIRED_META = ("step", "tokens", "wall_seconds", "max_steps")  # what a resume cannot do without
 
 
 def sha256_file(path: Path) -> str:
@@ -95,6 +103,7 @@ def optimizer_state_to_flat(optimizers: list[torch.optim.Optimizer]) -> tuple[di
                     scalars.setdefault(str(param_id), {})[name] = value
         groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
         rest["optimizers"].append({"type": type(opt).__name__, "param_groups": groups, "scalars": scalars})
+    rest["tensor_keys"] = sorted(tensors)  # so a load can tell a missing tensor from a fresh optimizer
     return tensors, rest
 
 
@@ -109,6 +118,12 @@ def optimizer_state_from_flat(
         raise UserError(
             f"checkpoint optimizer state is for {kinds}, not {[type(o).__name__ for o in optimizers]}; "
             "resume with the optimizer the run was started with (optim.name)"
+        )
+    missing = sorted(set(rest.get("tensor_keys", tensors)) - set(tensors))
+    if missing:
+        raise UserError(
+            f"checkpoint is missing a required piece of state: optimizer tensor '{missing[0]}' "
+            f"({len(missing)} missing from optim.safetensors)"
         )
     for i, (opt, entry) in enumerate(zip(optimizers, saved, strict=True)):
         state: dict[int, dict[str, Any]] = {}
@@ -177,6 +192,18 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{path.name}: file '{name}' is missing"
         if sha256_file(file) != digest:
             return f"{path.name}: file '{name}' does not match its checksum (truncated or corrupted)"
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{path.name}: meta.json is not valid JSON"
+    if not isinstance(meta, dict):
+        return f"{path.name}: meta.json is not a JSON object"
+    for key in REQUIRED_META:
+        if key not in meta:
+            return f"{path.name}: required piece '{key}' is missing from meta.json"
+    match = CKPT_RE.match(path.name)
+    if match and meta["step"] != int(match.group(1)):
+        return f"{path.name}: meta.json says step {meta['step']}, the folder name another"
     return None
 
 
@@ -195,10 +222,10 @@ def save_checkpoint(
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / ckpt_name(step)
     tmp = ckpt_root / f".tmp-{ckpt_name(step)}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
         save_model(_unwrap(model), str(tmp / "model.safetensors"))
         tensors, rest = optimizer_state_to_flat(optimizers)
         save_file(tensors, str(tmp / "optim.safetensors"))
@@ -223,16 +250,23 @@ def save_checkpoint(
             os.fsync(handle.fileno())
         if fault_hook:
             fault_hook("ckpt_before_rename")
-        if final.exists():  # re-saving the same step (e.g. after a rollback): replace it
-            shutil.rmtree(final)
+        aside = ckpt_root / f".tmp-old-{final.name}"
+        if final.exists():  # re-saving a step (e.g. over a damaged one): move the old one aside first
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
         os.replace(tmp, final)
         _fsync_dir(ckpt_root)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # a full disk, a file-size limit, a read-only folder
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
         raise UserError(
-            f"could not write checkpoint {final.name} ({exc.strerror or exc}); free disk space and "
+            f"could not write checkpoint {final.name} ({reason}); free disk space and "
             "resume with --resume (earlier checkpoints are intact)"
         ) from None
+    except BaseException:  # a second Ctrl-C mid-save: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
     return final
 
 
@@ -241,7 +275,11 @@ def prune_checkpoints(run_dir: Path, keep_last: int, best_step: int | None) -> N
     for index, (step, path) in enumerate(list_checkpoints(run_dir)):
         if index < max(1, keep_last) or step == best_step:
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        # Rename first (atomic), then delete: an interrupted delete leaves a `.tmp-` folder that the
+        # next resume removes, never a half-deleted `step_N` that looks like a damaged checkpoint.
+        doomed = path.with_name(f".tmp-prune-{path.name}")
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _warn(message: str) -> None:
@@ -288,7 +326,12 @@ def load_training_state(path: Path, optimizers: list[torch.optim.Optimizer]) -> 
         rng = load_file(str(path / "rng.safetensors"))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"checkpoint {path.name} state is unreadable: {exc}") from None
-    optimizer_state_from_flat(optimizers, tensors, rest)
+    try:
+        optimizer_state_from_flat(optimizers, tensors, rest)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(
+            f"checkpoint {path.name} optimizer state (optim.json) is incomplete or malformed: {exc!r}"
+        ) from None
     set_rng_state(rng)
 
 

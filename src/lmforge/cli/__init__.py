@@ -18,7 +18,10 @@ from lmforge import __version__
 from lmforge.errors import UserError
 
 # Verb modules, imported lazily so that `lmforge --help` does not pay for `import torch`.
-VERB_MODULES = ["data", "train", "evaluate", "generate", "demo"]
+VERB_MODULES = [
+    "data", "train", "evaluate", "generate", "demo", "report", "sweep", "scaling",
+    "finetune", "chat", "serve",
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,6 +129,6 @@ def _summary(data_dir: Path, run_dir: Path, seconds: float) -> None:
     for i, text in enumerate(result.get("samples", []), 1):
         print(f"sample {i}: {text!r}")
     print(
-        f"total {seconds:.0f}s. Run folder: {run_dir}. Next: `lmforge generate {run_dir} --prompt ...`, "
-        "and the guide in docs/guide/."
+        f"total {seconds:.0f}s. Run folder: {run_dir}. Next: `lmforge generate {run_dir} --prompt ...` "
+        f"or `lmforge eval {run_dir} --samples 3`."
     )

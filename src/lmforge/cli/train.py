@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its newest good checkpoint")
     p.add_argument("--allow-data-change", action="store_true", help="resume even if the shards changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tensorboard", action="store_true", help="also log to RUN_DIR/tb/ (train.tensorboard=true)"
+    )
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=3e-4")
     p.set_defaults(func=run)
@@ -87,6 +90,8 @@ def build_config(args, vocab_size: int):
         updates["train.max_tokens"] = args.max_tokens
     if args.time_budget is not None:
         updates["train.time_budget"] = args.time_budget
+    if getattr(args, "tensorboard", False):
+        updates["train.tensorboard"] = True
     updates.update(dict(parse_override(o) for o in args.overrides))
     apply_updates(tree, updates)
     tree.setdefault("data", {})["path"] = str(args.data)

@@ -184,19 +184,33 @@ def _sampled(texts: Iterable[str], sample: list[str], budget: int = 1_000_000) -
         yield t
 
 
-def _train_bpe(texts: Iterable[str], vocab_size: int, sample: list[str]):
-    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
-    from tokenizers import Tokenizer as HFTokenizer
+def bpe_pre_tokenizer():
+    """GPT-2's regex as an explicit Split, then ByteLevel without its own regex (see the docstring)."""
+    from tokenizers import Regex, pre_tokenizers
 
-    if vocab_size < 257:
-        raise UserError(f"--vocab-size ({vocab_size}) is below 257 (256 byte tokens + {EOT}); use e.g. 4096")
-    hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizers.Sequence(
+    return pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(PATTERN), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
+
+
+def char_pre_tokenizer():
+    """Every character its own piece, so a WordLevel vocabulary of characters encodes text."""
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+
+
+def _train_bpe(texts: Iterable[str], vocab_size: int, sample: list[str]):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 257:
+        raise UserError(f"--vocab-size ({vocab_size}) is below 257 (256 byte tokens + {EOT}); use e.g. 4096")
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = bpe_pre_tokenizer()
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -209,8 +223,8 @@ def _train_bpe(texts: Iterable[str], vocab_size: int, sample: list[str]):
 
 
 def _train_char(texts: Iterable[str], vocab_size: int | None):
-    from tokenizers import Regex, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models
 
     alphabet: set[str] = set()
     for t in texts:
@@ -223,7 +237,7 @@ def _train_char(texts: Iterable[str], vocab_size: int | None):
         )
     vocab = {EOT: 0, UNK: 1} | {c: i + 2 for i, c in enumerate(sorted(alphabet))}
     hf = HFTokenizer(models.WordLevel(vocab, unk_token=UNK))
-    hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    hf.pre_tokenizer = char_pre_tokenizer()
     hf.decoder = decoders.Fuse()
     return hf, {EOT: 0, UNK: 1}
 
@@ -244,15 +258,36 @@ def train_tokenizer(
         raise UserError(f"--tokenizer '{kind}' is not one of bpe, char")
     if not hf.get_vocab_size() > len(specials) + (0 if kind == "char" else 255):
         raise UserError("the tokenizer training text is empty; check the corpus")
-    content = hf.to_str()
+    return save_tokenizer(hf, kind, specials, out_dir, sample=sample)
+
+
+def save_tokenizer(
+    hf,
+    kind: str,
+    specials: dict[str, int],
+    out_dir: str | Path,
+    sample: Iterable[str] = (),
+    eot: str = EOT,
+    content: str | None = None,
+    try_tiktoken: bool = True,
+) -> Tokenizer:
+    """Fingerprint a `tokenizers.Tokenizer` and save it in `out_dir` (tokenizer.json + meta.json).
+
+    Shared by training and by import (`lmforge import`), so an imported tokenizer gets the same hash,
+    token_bytes and engine choice as a trained one. `specials` maps special-token strings to ids and
+    `eot` names the one that ends a document; `content` is the tokenizer.json text when it must be
+    kept byte for byte (the hash covers it); the tiktoken engine is only tried with `try_tiktoken`
+    (ids = merge ranks and our pre-tokenisation, as our trainer makes them) and kept if identical.
+    """
+    content = hf.to_str() if content is None else content
     meta = {
         "type": kind,  # the spec's name for it
         "kind": kind,
         "vocab_size": hf.get_vocab_size(),
-        "eot_id": specials[EOT],
+        "eot_id": specials[eot],
         "special_tokens": specials,
         "hash": _hash(kind, content),
-        "engine": "tiktoken" if kind == "bpe" else "char",
+        "engine": "char" if kind == "char" else "tiktoken" if try_tiktoken else "tokenizers",
         "pattern": PATTERN if kind == "bpe" else None,
     }
     vocab = hf.get_vocab()
@@ -264,14 +299,39 @@ def train_tokenizer(
             )  # ByteLevel: 1 char = 1 byte
     meta["token_bytes"] = token_bytes
     tok = Tokenizer(hf, meta)
-    if kind == "bpe":
-        differ = check_identity(tok, sample + ADVERSARIAL) if tok._tiktoken is not None else ["not built"]
+    if kind == "bpe" and try_tiktoken:
+        checked = [*sample, *ADVERSARIAL]
+        differ = check_identity(tok, checked) if tok._tiktoken is not None else ["not built"]
         meta["engine"] = tok.engine = "tokenizers" if differ else "tiktoken"
-        meta["identity_checked_chars"] = sum(map(len, sample + ADVERSARIAL))
+        meta["identity_checked_chars"] = sum(map(len, checked))
     with atomic_dir(Path(out_dir)) as tmp:
         (tmp / "tokenizer.json").write_text(content, encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return tok
+
+
+def add_special_tokens(tok: Tokenizer, names: list[str], out_dir: str | Path) -> Tokenizer:
+    """A copy of `tok` with `names` appended as special tokens after the existing vocabulary, saved in
+    `out_dir`. Existing ids are unchanged, so a model trained with `tok` keeps its meaning (its
+    embedding and head just grow by len(names) rows). Names already present are left as they are."""
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as HFTokenizer
+
+    hf = HFTokenizer.from_str(tok.hf.to_str())
+    new = [n for n in names if n not in tok.special_tokens]
+    hf.add_special_tokens([AddedToken(n, special=True, normalized=False) for n in new])
+    content = hf.to_str()
+    meta = dict(tok.meta)
+    meta["special_tokens"] = {**tok.special_tokens, **{n: hf.token_to_id(n) for n in new}}
+    meta["vocab_size"] = hf.get_vocab_size()
+    meta["token_bytes"] = list(meta["token_bytes"]) + [0] * (meta["vocab_size"] - len(meta["token_bytes"]))
+    meta["hash"] = _hash(tok.kind, content)
+    if [meta["special_tokens"][n] for n in new] != list(range(tok.vocab_size, meta["vocab_size"])):
+        raise UserError(f"could not append special tokens {new} after the vocabulary of {tok.vocab_size}")
+    with atomic_dir(Path(out_dir)) as tmp:
+        (tmp / "tokenizer.json").write_text(content, encoding="utf-8")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return Tokenizer(hf, meta)
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -24,10 +24,12 @@ import math
 import shutil
 import signal
 import time
+import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,10 +54,34 @@ class TrainResult:
     mfu: float
     final_val: dict = field(default_factory=dict)
     skipped_steps: int = 0
+    rollbacks: int = 0
     stopped_by: str = "max_steps"
     num_params: int = 0
     peak_flops: float = 0.0
     compile_seconds: float = 0.0
+
+
+# The guard against bad numbers. A skipped step leaves weights and optimizer state untouched; this
+# many in a row roll the run back to its last good checkpoint with half the learning rate (the
+# recovery of the PaLM and OPT logbooks, automated), at most MAX_ROLLBACKS times before giving up.
+SPIKE_WINDOW = 20  # good steps of history before a loss spike is judged
+ROLLBACK_AFTER = 3  # bad steps in a row that trigger a rollback
+MAX_ROLLBACKS = 3  # rollbacks before the run stops with an error
+
+
+def bad_step(loss: float, grad_norm: float, recent: Sequence[float]) -> str | None:
+    """Why this step's update must be skipped, or None when it is fine.
+
+    A spike is a loss above 4x the recent average plus 2 nats: far outside the step-to-step noise of
+    a healthy run (so a clean run never trips it), yet well below what a blow-up looks like.
+    """
+    if not math.isfinite(loss):
+        return "non-finite loss"
+    if not math.isfinite(grad_norm):
+        return "non-finite gradient norm"
+    if len(recent) >= SPIKE_WINDOW and loss > 4 * (sum(recent) / len(recent)) + 2:
+        return "loss spike"
+    return None
 
 
 class StopFlag:
@@ -81,8 +107,26 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-def open_data(data_dir: Path, weights: dict[str, float]):
-    """Training pools (one per source), validation arrays, tokenizer and manifest of a DATA_DIR.
+@dataclass
+class TrainData:
+    """What the loop trains on: a batch source, a validation measure, and the tokenizer.
+
+    `open_data(DATA_DIR)` builds it from token shards; fine-tuning builds its own (masked targets,
+    conversation packing) and hands it to the same `train()`.
+    """
+
+    tokenizer: Any
+    tokenizer_dir: Path  # copied into the run folder
+    fingerprint: str  # sha256 of what the batches are drawn from; a change is refused on resume
+    source: str  # a description for run.json (the data folder)
+    make_sampler: Callable[
+        [int, int, int, int], Any
+    ]  # (batch_size, seq_len, seed, rank) -> .batch(step, micro)
+    evaluate: Callable[..., dict]  # (model, max_tokens, batch_size, device, autocast) -> metrics
+
+
+def open_data(data_dir: Path, weights: dict[str, float]) -> TrainData:
+    """Token shards of a DATA_DIR as TrainData: one pool per source, the val split for evaluation.
 
     Mixture weights: `data.weights` from the run config when given, else the weights the sources
     were collected with (sources.json); a source without a weight gets none of the batches.
@@ -90,6 +134,7 @@ def open_data(data_dir: Path, weights: dict[str, float]):
     from lmforge.data.shards import open_split, open_split_by_source, read_manifest
     from lmforge.data.tokenizer import load_tokenizer
 
+    data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(
             f"data folder '{data_dir}' does not exist; make it with `lmforge data prepare --out {data_dir}`"
@@ -117,7 +162,29 @@ def open_data(data_dir: Path, weights: dict[str, float]):
     pools = [Pool(name, arrays, float(weights.get(name, 0.0))) for name, arrays in by_source.items()]
     if not any(p.weight > 0 for p in pools):
         raise UserError("every data.weights entry is 0; give at least one source a positive weight")
-    return pools, val, tokenizer, manifest
+
+    def make_sampler(batch_size: int, seq_len: int, seed: int, rank: int) -> BatchSampler:
+        return BatchSampler(pools, batch_size, seq_len, seed, rank=rank)
+
+    def evaluate(model, max_tokens, batch_size, device, autocast) -> dict:
+        seq_len = _unwrap(model).config.seq_len
+        return evaluate_tokens(
+            model, val, tokenizer.token_bytes, seq_len, max_tokens, batch_size, device, autocast
+        )
+
+    return TrainData(
+        tokenizer=tokenizer,
+        tokenizer_dir=data_dir / "tokenizer",
+        fingerprint=runs.sha256_file(shards_dir / "manifest.json"),
+        source=str(data_dir.resolve()),
+        make_sampler=make_sampler,
+        evaluate=evaluate,
+    )
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
 
 
 def _check_resume(run_dir: Path, config: RunConfig, tokenizer, manifest_hash: str, allow_data_change: bool):
@@ -139,23 +206,31 @@ def _check_resume(run_dir: Path, config: RunConfig, tokenizer, manifest_hash: st
 
 def train(
     config: RunConfig,
-    data_dir: str | Path,
+    data: TrainData | str | Path,
     run_dir: str | Path,
     resume: bool = False,
     allow_data_change: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
     sample_fn: Callable[[torch.nn.Module, int], str] | None = None,
-    fault_hook: Callable[[str, int], None] | None = None,
+    fault_hook: Callable[[str, int], float | None] | None = None,
+    init_from: Path | None = None,
+    on_eval: Callable[[int, dict], bool] | None = None,
 ) -> TrainResult:
-    """Train `config` on DATA_DIR into RUN_DIR (or continue it with `resume`)."""
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    """Train `config` on `data` (a DATA_DIR or TrainData) into RUN_DIR (or continue it with `resume`).
+
+    `init_from`: a checkpoint folder whose weights start a fresh run (fine-tuning) instead of init.
+    `on_eval(step, record)`: called after each validation pass with its metrics.jsonl record; True
+    stops the run there (checkpoint, then return with stopped_by="on_eval") -- a sweep's pruning.
+    """
+    run_dir = Path(run_dir)
     tcfg = config.train
     device = hardware.resolve_device(tcfg.device)
     if device.type == "cpu":
         hardware.setup_threads(tcfg.threads)
-    pools, val_arrays, tokenizer, manifest = open_data(data_dir, config.data.weights)
-    manifest_hash = runs.sha256_file(data_dir / "shards" / "manifest.json")
+    if not isinstance(data, TrainData):
+        data = open_data(Path(data), config.data.weights)
+    tokenizer, manifest_hash = data.tokenizer, data.fingerprint
     mcfg = config.model
     if mcfg.vocab_size != tokenizer.vocab_size:
         raise UserError(f"model.vocab_size {mcfg.vocab_size} != tokenizer vocab {tokenizer.vocab_size}")
@@ -167,6 +242,11 @@ def train(
         for name in runs.remove_temporaries(run_dir):
             log(f"removed unfinished checkpoint {name}")
         checkpoint = runs.find_latest_good(run_dir, log=log)
+        if checkpoint is None and runs.list_checkpoints(run_dir):
+            raise UserError(
+                f"no checkpoint in '{run_dir / 'ckpt'}' is intact (see the warnings above), so there is "
+                "nothing safe to resume from; train into a new --out folder"
+            )
     elif (run_dir / "ckpt").is_dir() and runs.list_checkpoints(run_dir):
         raise UserError(
             f"'{run_dir}' already holds a run; pass --resume to continue it or choose another --out"
@@ -178,7 +258,7 @@ def train(
         runs.write_json_atomic(
             run_dir / "run.json",
             {
-                "data_dir": str(data_dir.resolve()),
+                "data_dir": data.source,
                 "tokenizer_hash": tokenizer.hash,
                 "manifest_hash": manifest_hash,
                 "lmforge_version": runs.__version__,
@@ -188,16 +268,19 @@ def train(
         tok_copy = run_dir / "tokenizer"
         if tok_copy.exists():
             shutil.rmtree(tok_copy)
-        shutil.copytree(data_dir / "tokenizer", tok_copy)
+        shutil.copytree(data.tokenizer_dir, tok_copy)
 
     # --- model and optimisers ---
     torch.manual_seed(tcfg.seed)
     model = MODELS[mcfg.family][1](mcfg)
     model.init_weights()
+    if init_from is not None and checkpoint is None:
+        runs.load_model_weights(model, Path(init_from))
     model.to(device)
     optimizers = build_optimizers(config.optim, model, mcfg.vocab_size, device.type)
     start_step, tokens_seen, wall_before, max_steps = 0, 0, 0.0, tcfg.max_steps
     best_val, best_step, skipped = math.inf, None, 0
+    lr_scale, rollbacks, bad_in_a_row, resumed_losses = 1.0, 0, 0, []
     if checkpoint is not None:
         runs.load_model_weights(model, checkpoint.path)
         runs.load_training_state(checkpoint.path, optimizers)
@@ -205,6 +288,9 @@ def train(
         start_step, tokens_seen, wall_before = meta["step"], meta["tokens"], meta["wall_seconds"]
         max_steps, skipped = meta["max_steps"], meta.get("skipped_steps", 0)
         best_val, best_step = meta.get("best_val", math.inf), meta.get("best_step")
+        # the guard's state, so a resumed run judges (and rolls back) exactly as the original would
+        lr_scale, rollbacks = meta.get("lr_scale", 1.0), meta.get("rollbacks", 0)
+        bad_in_a_row, resumed_losses = meta.get("bad_in_a_row", 0), meta.get("recent_losses", [])
         runs.truncate_metrics(run_dir, start_step)
         log(f"resuming from {checkpoint.path.name} (step {start_step}, {tokens_seen:,} tokens)")
 
@@ -217,7 +303,7 @@ def train(
     tokens_per_micro = tcfg.batch_size * mcfg.seq_len
     accum = max(1, math.ceil(tcfg.batch_tokens / tokens_per_micro)) if tcfg.batch_tokens else 1
     tokens_per_step = tokens_per_micro * accum
-    sampler = BatchSampler(pools, tcfg.batch_size, mcfg.seq_len, tcfg.seed, rank=0)
+    sampler = data.make_sampler(tcfg.batch_size, mcfg.seq_len, tcfg.seed, 0)
     flops_per_token = model.flops_per_token()
     peak = hardware.measure_peak_flops(device, tcfg.dtype)
     t_start = time.perf_counter()
@@ -234,16 +320,7 @@ def train(
     )
 
     def evaluate(max_tokens: int | None) -> dict:
-        return evaluate_tokens(
-            forward,
-            val_arrays,
-            tokenizer.token_bytes,
-            mcfg.seq_len,
-            max_tokens,
-            batch_size=max(1, tcfg.batch_size),
-            device=device,
-            autocast=amp,
-        )
+        return data.evaluate(forward, max_tokens, max(1, tcfg.batch_size), device, amp)
 
     def save(step: int, val: dict | None) -> None:
         nonlocal best_val, best_step
@@ -254,6 +331,10 @@ def train(
             "wall_seconds": wall_before + time.perf_counter() - t_start,
             "max_steps": max_steps,
             "skipped_steps": skipped,
+            "rollbacks": rollbacks,
+            "lr_scale": lr_scale,
+            "bad_in_a_row": bad_in_a_row,
+            "recent_losses": list(recent_losses),
             "best_val": best_val,
             "best_step": best_step,
             "tokenizer_hash": tokenizer.hash,
@@ -270,12 +351,15 @@ def train(
         )
         runs.prune_checkpoints(run_dir, tcfg.keep_last, best_step)
 
+    # metrics.jsonl always; TensorBoard too when train.tensorboard (same names, x axis = step)
+    log_metrics, close_metrics = _metrics_sink(run_dir, tcfg.tensorboard)
     bar = _progress_bar(max_steps, start_step, progress)
-    recent_losses: deque[float] = deque(maxlen=50)
+    recent_losses: deque[float] = deque(resumed_losses, maxlen=50)
     window_tokens, window_start = 0, time.perf_counter()
     tokens_per_second = mfu = 0.0
     last_val: dict = {}
     last_val_step = -1
+    eval_seconds = 0.0
     stopped_by = "max_steps"
     step = start_step
     model.train()
@@ -290,7 +374,10 @@ def train(
 
             # --- evaluate on a fixed validation slice ---
             if step > start_step and (step % tcfg.eval_every == 0 or last):
+                eval_start = time.perf_counter()
                 last_val, last_val_step = evaluate(tcfg.eval_tokens), step
+                eval_seconds = time.perf_counter() - eval_start
+                window_start += eval_seconds  # tokens/s counts training time only
                 record = {
                     "step": step,
                     "tokens": tokens_seen,
@@ -299,9 +386,11 @@ def train(
                     "val/bpb": last_val["bpb"],
                     "val/ppl": last_val["perplexity"],
                 }
-                runs.append_metrics(run_dir, record)
+                log_metrics(record)
                 bar.write(f"step {step}: val loss {last_val['loss']:.4f}, bpb {last_val['bpb']:.4f}")
                 model.train()
+                if on_eval is not None and on_eval(step, record) and not last:
+                    stopped_by, last = "on_eval", True  # e.g. a sweep pruned this trial
 
             # --- a sample now and then ---
             if sample_fn and tcfg.sample_every and step > start_step and step % tcfg.sample_every == 0:
@@ -312,43 +401,78 @@ def train(
             if step > start_step and (step % tcfg.ckpt_every == 0 or last):
                 save(step, last_val if last_val_step == step else None)
             if last:
+                if stopped_by in ("SIGINT", "SIGTERM"):
+                    log(
+                        f"{stopped_by}: stopped at step {step} with its checkpoint on disk; "
+                        f"continue with `lmforge train --out {run_dir} --resume`"
+                    )
                 break
             if fault_hook:
                 fault_hook("step", step)
 
             # --- one optimizer step: accumulate gradients over micro-steps ---
             factor = lr_factor(step, max_steps, config.schedule)
-            set_lr(optimizers, factor)
+            set_lr(optimizers, factor * lr_scale)
+            batch_crc = 0  # a fingerprint of the step's batches in metrics.jsonl: resumes replay none
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(accum):
                 x, y = sampler.batch(step, micro_step)
+                batch_crc = zlib.crc32(x.cpu().numpy().tobytes(), batch_crc)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with amp:
                     loss = forward(x, y)
                 (loss / accum).backward()
                 loss_sum += loss.detach()
             loss_value = float(loss_sum) / accum
+            if fault_hook:  # tests only: LMFORGE_FAULT="nan:STEP" / "spike:STEP" poison the loss
+                loss_value *= fault_hook("loss", step) or 1.0
             max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
 
             # --- guard: bad numbers never reach the weights ---
-            spike = (
-                len(recent_losses) >= 20 and loss_value > 4 * (sum(recent_losses) / len(recent_losses)) + 2
-            )
-            if not math.isfinite(loss_value) or not math.isfinite(grad_norm) or spike:
-                skipped += 1
-                bar.write(f"step {step}: skipped update (loss {loss_value:.4g}, grad norm {grad_norm:.4g})")
+            bad = bad_step(loss_value, grad_norm, recent_losses)
+            if bad:
+                skipped, bad_in_a_row = skipped + 1, bad_in_a_row + 1
+                bar.write(
+                    f"step {step}: skipped update, {bad} (loss {loss_value:.4g}, grad norm {grad_norm:.4g})"
+                )
                 if skipped > max(10, max_steps // 20):
                     raise UserError(
-                        f"training diverged: {skipped} bad steps; lower optim.lr (now {config.optim.lr}) "
-                        "and resume with --resume"
+                        f"training diverged: {skipped} bad steps; lower optim.lr (now "
+                        f"{config.optim.lr * lr_scale:g}) and start a new run"
                     )
             else:
                 for opt in optimizers:
                     opt.step()
                 recent_losses.append(loss_value)
+                bad_in_a_row = 0
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
+
+            # --- rollback: repeated bad steps go back to the last good checkpoint at half the lr ---
+            if bad_in_a_row >= ROLLBACK_AFTER:
+                good = runs.find_latest_good(run_dir, log=log)
+                if good is None or rollbacks >= MAX_ROLLBACKS:
+                    where = f"after {rollbacks} rollbacks" if good else "before the first checkpoint"
+                    raise UserError(
+                        f"training diverged: {bad_in_a_row} bad steps in a row at step {step} {where}; "
+                        f"lower optim.lr (now {config.optim.lr * lr_scale:g}) and start a new run"
+                    )
+                runs.load_model_weights(model, good.path)
+                runs.load_training_state(good.path, optimizers)  # optimizer and RNG state
+                step, tokens_seen = good.meta["step"], good.meta["tokens"]
+                recent_losses.clear()
+                recent_losses.extend(good.meta.get("recent_losses", []))
+                rollbacks, lr_scale, bad_in_a_row = rollbacks + 1, lr_scale * 0.5, 0
+                start_step = step  # the checkpoint we came back to is not evaluated or saved again
+                runs.truncate_metrics(run_dir, step)
+                log_metrics({"step": step, "event": "rollback", "lr_scale": lr_scale, "skipped": skipped})
+                bar.write(
+                    f"{ROLLBACK_AFTER} bad steps in a row: rolled back to {good.path.name}, "
+                    f"learning rate x{lr_scale:g} (rollback {rollbacks} of at most {MAX_ROLLBACKS})"
+                )
+                bar.n = step
+                continue
             step += 1
             tokens_seen += tokens_per_step
             window_tokens += tokens_per_step
@@ -359,14 +483,24 @@ def train(
                 tokens_per_second = window_tokens / max(1e-9, now - window_start)
                 mfu = model_flops_utilization(flops_per_token, tokens_per_second, peak)
                 window_tokens, window_start = 0, now
-                runs.append_metrics(
-                    run_dir,
+                # A time budget re-plans the horizon from the measured pace (the machine may be
+                # busier or freer than at the start), so the schedule's decay still fits the budget;
+                # the last 15% of the steps keep their plan so the warm-down is not cut short.
+                if tcfg.time_budget > 0 and step < 0.85 * max_steps and tokens_per_second > 0:
+                    left = tcfg.time_budget - (wall_before + now - t_start)
+                    step_seconds = tokens_per_step / tokens_per_second
+                    # each remaining step also carries 1/eval_every of an evaluation
+                    step_seconds += eval_seconds / tcfg.eval_every
+                    max_steps = max(step + 1, step + int(left / step_seconds))
+                    bar.total = max_steps
+                log_metrics(
                     {
                         "step": step,
                         "tokens": tokens_seen,
                         "time": round(wall_before + now - t_start, 3),
                         "train/loss": loss_value,
-                        "lr_factor": factor,
+                        "lr_factor": factor * lr_scale,
+                        "batch_crc": batch_crc,
                         "grad_norm": grad_norm,
                         "tok_per_s": round(tokens_per_second, 1),
                         "mfu": round(mfu, 4),
@@ -377,6 +511,7 @@ def train(
             )
             bar.update(1)
     bar.close()
+    close_metrics()
     wall = wall_before + time.perf_counter() - t_start
     return TrainResult(
         run_dir=run_dir,
@@ -387,11 +522,38 @@ def train(
         mfu=mfu,
         final_val=last_val,
         skipped_steps=skipped,
+        rollbacks=rollbacks,
         stopped_by=stopped_by,
         num_params=model.num_params(),
         peak_flops=peak,
         compile_seconds=compile_seconds,
     )
+
+
+def _metrics_sink(run_dir: Path, tensorboard: bool) -> tuple[Callable[[dict], None], Callable[[], None]]:
+    """(write(record), close()): every record goes to metrics.jsonl, and to RUN_DIR/tb/ with TensorBoard.
+
+    TensorBoard is optional (the `tune` extra) and imported only when asked for; each scalar keeps
+    its metrics.jsonl name (`train/loss`, `val/bpb`, ...) so both views read the same.
+    """
+    if not tensorboard:
+        return (lambda record: runs.append_metrics(run_dir, record)), (lambda: None)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError(
+            "train.tensorboard needs the tensorboard package; pip install 'lmforge[tune]'"
+        ) from None
+    writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def write(record: dict) -> None:
+        runs.append_metrics(run_dir, record)
+        for name, value in record.items():
+            if name not in ("step", "tokens", "time") and isinstance(value, int | float):
+                writer.add_scalar(name, value, global_step=record["step"])
+        writer.flush()  # a crash loses nothing already in metrics.jsonl either
+
+    return write, writer.close
 
 
 def _compile(model: torch.nn.Module, log) -> tuple[torch.nn.Module, float]:
@@ -427,11 +589,15 @@ def _steps_for_budget(forward, sampler, amp, accum, tcfg, device, t_start, log) 
     remaining = tcfg.time_budget - (time.perf_counter() - t_start)
     evals = max(1, int(remaining / step_seconds) // tcfg.eval_every)
     eval_seconds = (
-        evals * (tcfg.eval_tokens / (sampler.batch_size * sampler.seq_len)) * step_seconds / accum / 3
+        evals * (tcfg.eval_tokens / (tcfg.batch_size * sampler_seq_len(forward))) * step_seconds / accum / 3
     )
     steps = max(1, int((remaining - eval_seconds) / step_seconds))
     log(f"time budget {tcfg.time_budget:.0f}s: {step_seconds * 1e3:.1f} ms/step measured -> {steps} steps")
     return steps
+
+
+def sampler_seq_len(model: torch.nn.Module) -> int:
+    return _unwrap(model).config.seq_len
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

@@ -1,0 +1,176 @@
+"""Training throughput on identical shapes: lmforge vs a plain reference loop vs GPT2LMHeadModel.
+
+Issue 4, target 2: lmforge's GPT-2-style model trains at >= 1.3x the tokens/s of a plain reference
+(a straightforward GPT-2 written here, nanoGPT-style, in a plain AdamW loop) and of Hugging Face's
+GPT2LMHeadModel, same batch, context and optimiser, each in its own best precision setting.
+Target 3: utilisation against the measured matmul ceiling of this machine.
+
+All contenders run in this one process, interleaved round by round, so machine noise hits them alike.
+
+    python bench/bench_train.py [--shapes small,large] [--rounds 3] [--steps 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lmforge.config import load_config  # noqa: E402
+from lmforge.hardware import measure_peak_flops, physical_cores  # noqa: E402
+from lmforge.models.registry import MODELS  # noqa: E402
+
+SHAPES = {
+    # nanoGPT's CPU recipe for Tiny Shakespeare characters
+    "small": dict(n_layer=4, n_head=4, n_embd=128, seq_len=64, batch=12, vocab=65),
+    # nanoGPT's GPU-sized Shakespeare shape
+    "large": dict(n_layer=6, n_head=6, n_embd=384, seq_len=256, batch=16, vocab=65),
+}
+
+
+# --- the plain reference: a straightforward GPT-2, as one would write it from the paper --------
+class RefBlock(nn.Module):
+    def __init__(self, d: int, h: int):
+        super().__init__()
+        self.h = h
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.attn(self.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.h, C // self.h).transpose(1, 2) for t in (q, k, v))  # (B, h, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        x = x + self.proj(y)
+        return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class RefGPT(nn.Module):
+    def __init__(self, s: dict):
+        super().__init__()
+        d = s["n_embd"]
+        self.wte, self.wpe = nn.Embedding(s["vocab"], d), nn.Embedding(s["seq_len"], d)
+        self.blocks = nn.ModuleList(RefBlock(d, s["n_head"]) for _ in range(s["n_layer"]))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, s["vocab"], bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x)).float()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def build(name: str, s: dict):
+    if name == "lmforge":
+        cfg = load_config(
+            None,
+            {"model.style": "gpt2", "model.mlp": "gelu", "model.tie_embeddings": True,
+             "model.n_layer": s["n_layer"], "model.n_head": s["n_head"], "model.n_embd": s["n_embd"],
+             "model.seq_len": s["seq_len"]},
+            vocab_size=s["vocab"],
+        )
+        model = MODELS["gpt"][1](cfg.model)
+        model.init_weights()
+        return model, lambda x, y: model(x, y), model.flops_per_token()
+    if name == "reference":
+        model = RefGPT(s)
+        return model, lambda x, y: model(x, y), None
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=s["vocab"], n_positions=s["seq_len"], n_embd=s["n_embd"],
+                                    n_layer=s["n_layer"], n_head=s["n_head"], resid_pdrop=0.0,
+                                    embd_pdrop=0.0, attn_pdrop=0.0))
+    return hf, lambda x, y: hf(input_ids=x, labels=y).loss, None
+
+
+def time_steps(step_fn, steps: int) -> float:
+    """Median seconds per optimizer step after two warm-up steps."""
+    for _ in range(2):
+        step_fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step_fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_step(model, loss_fn, s: dict, dtype: str):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, s["vocab"], (s["batch"], s["seq_len"]), generator=gen)
+    y = torch.randint(0, s["vocab"], (s["batch"], s["seq_len"]), generator=gen)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+
+    def step():
+        with amp:
+            loss = loss_fn(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="small,large")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    torch.set_num_threads(physical_cores())
+    peaks = {d: measure_peak_flops(torch.device("cpu"), "bfloat16" if d == "bf16" else "float32", size=2048)
+             for d in ("fp32", "bf16")}
+    print(f"machine: {platform.processor() or platform.machine()}, {physical_cores()} cores, torch {torch.__version__}")
+    print(f"matmul ceiling: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    results = {}
+    for shape in args.shapes.split(","):
+        s = SHAPES[shape]
+        contenders = {}
+        for name in ("lmforge", "reference", "hf"):
+            for dtype in ("fp32", "bf16"):
+                torch.manual_seed(0)
+                model, loss_fn, fpt = build(name, s)
+                contenders[(name, dtype)] = (make_step(model, loss_fn, s, dtype), fpt)
+        lm_fpt = contenders[("lmforge", "fp32")][1]
+        rates: dict = {k: [] for k in contenders}
+        for _ in range(args.rounds):
+            for key, (step, _) in contenders.items():
+                rates[key].append(s["batch"] * s["seq_len"] / time_steps(step, args.steps))
+        print(f"\nshape {shape}: {s}")
+        print(f"{'contender':<18}{'tok/s median':>14}{'spread':>18}{'MFU':>8}")
+        for key, values in rates.items():
+            med = statistics.median(values)
+            mfu = lm_fpt * med / peaks[key[1]]
+            print(f"{key[0] + ' ' + key[1]:<18}{med:>14,.0f}{f'{min(values):,.0f}-{max(values):,.0f}':>18}{mfu:>8.0%}")
+            results[f"{shape}/{key[0]}/{key[1]}"] = {"median": med, "min": min(values), "max": max(values), "mfu": mfu}
+        best = {n: max(statistics.median(rates[(n, d)]) for d in ("fp32", "bf16")) for n in ("lmforge", "reference", "hf")}
+        print(f"best lmforge / best reference = {best['lmforge'] / best['reference']:.2f}x, "
+              f"/ best GPT2LMHeadModel = {best['lmforge'] / best['hf']:.2f}x")
+        results[f"{shape}/ratio_vs_reference"] = best["lmforge"] / best["reference"]
+        results[f"{shape}/ratio_vs_hf"] = best["lmforge"] / best["hf"]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    assert all(math.isfinite(v["median"]) for k, v in results.items() if isinstance(v, dict))
+
+
+if __name__ == "__main__":
+    main()

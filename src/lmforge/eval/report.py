@@ -1,0 +1,363 @@
+"""`lmforge report`: a Markdown report with PNG curves for a run, or a comparison of several runs.
+
+A report gathers what is already on disk -- the run folder (config.json, run.json, metrics.jsonl,
+the checkpoint's meta.json) and, when it still exists, the data folder it was trained on
+(prepare_report.json, clean/clean_report.json, shards/manifest.json) -- and measures two things
+that are not: validation bits-per-byte *per source* and a couple of samples.
+
+Why per source: a mixture's single validation number hides what the mix does to each kind of text.
+Each source's validation shards are evaluated separately with the same `evaluate_tokens` the
+training loop uses, so a sweep over `data.weights.*` can be read source by source (the
+data-composition view). Bits-per-byte, not loss, because it compares across tokenizers.
+
+Every figure in the report comes from metrics.jsonl or a measurement made here; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+from lmforge import runs
+from lmforge.errors import UserError
+from lmforge.eval.plots import plot_curves, split_records
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summarize(run_dir: Path) -> dict:
+    """Everything about a run that is already on disk, as plain numbers (no model needed)."""
+    run_dir = Path(run_dir)
+    config = runs.read_run_config(run_dir)  # UserError for a folder that is not a run
+    records = runs.read_metrics(run_dir)
+    train, val = split_records(records)
+    ckpt = runs.find_latest_good(run_dir, log=lambda _msg: None)
+    meta = ckpt.meta if ckpt else {}
+    info = _read_json(run_dir / "run.json")
+    data_dir = Path(info.get("data_dir", config.data.path or ""))
+    manifest = _read_json(data_dir / "shards" / "manifest.json") if str(data_dir) else {}
+    train_split = manifest.get("splits", {}).get("train", {})
+    wall = meta.get("wall_seconds") or (records[-1]["time"] if records else 0.0)
+    tokens = meta.get("tokens") or (records[-1]["tokens"] if records else 0)
+    mfus = [r["mfu"] for r in train if r.get("mfu")]
+    last_val = val[-1] if val else {}
+    return {
+        "name": run_dir.name,
+        "run_dir": run_dir,
+        "config": config,
+        "info": info,
+        "records": records,
+        "meta": meta,
+        "data_dir": data_dir,
+        "manifest": manifest,
+        "steps": meta.get("step") or (records[-1]["step"] if records else 0),
+        "tokens": tokens,
+        "wall_seconds": wall,
+        "tokens_per_second": tokens / wall if wall else None,
+        "mfu": statistics.median(mfus) if mfus else None,
+        "final_train_loss": train[-1]["train/loss"] if train else None,
+        "val_loss": last_val.get("val/loss"),
+        "val_bpb": last_val.get("val/bpb"),
+        "val_ppl": last_val.get("val/ppl"),
+        "best_val_bpb": min((r["val/bpb"] for r in val), default=None),
+        "bytes_per_token": train_split["bytes"] / train_split["tokens"]
+        if train_split.get("tokens") and train_split.get("bytes")
+        else None,
+    }
+
+
+def per_source_bpb(loaded: runs.LoadedRun, data_dir: Path, max_tokens: int | None) -> dict[str, dict]:
+    """Validation metrics of each source's val shards, evaluated separately ({} if one source)."""
+    from lmforge.data.shards import open_split_by_source
+    from lmforge.eval.loss import evaluate_tokens
+
+    shards_dir = Path(data_dir) / "shards"
+    if not (shards_dir / "manifest.json").is_file():
+        return {}
+    try:
+        by_source = open_split_by_source(shards_dir, "val", expected_tokenizer_hash=loaded.tokenizer.hash)
+    except UserError:
+        return {}
+    if len(by_source) < 2:
+        return {}
+    seq_len = loaded.config.model.seq_len
+    return {
+        name: evaluate_tokens(loaded.model, arrays, loaded.tokenizer.token_bytes, seq_len, max_tokens)
+        for name, arrays in sorted(by_source.items())
+    }
+
+
+def samples(loaded: runs.LoadedRun, count: int, max_new_tokens: int) -> list[str]:
+    from lmforge.generate.engine import generate_tokens
+
+    tok = loaded.tokenizer
+    return [
+        tok.decode(
+            list(
+                generate_tokens(
+                    loaded.model,
+                    [tok.eot_id],
+                    max_new_tokens,
+                    temperature=0.8,
+                    top_k=50,
+                    seed=i,
+                    eot_id=tok.eot_id,
+                )
+            )
+        )
+        for i in range(count)
+    ]
+
+
+def _data_card(s: dict) -> list[str]:
+    data_dir, manifest = s["data_dir"], s["manifest"]
+    if not manifest:
+        return [f"The data folder `{data_dir}` is not available; no data card."]
+    prep = _read_json(data_dir / "prepare_report.json")
+    clean = _read_json(data_dir / "clean" / "clean_report.json")
+    collected = prep.get("sources") or _read_json(data_dir / "sources.json")
+    weights = s["config"].data.weights
+    splits = manifest.get("splits", {})
+    rows = []
+    for name in sorted(splits.get("train", {}).get("sources", {})):
+        src = collected.get(name, {})
+        rows.append(
+            [
+                name,
+                src.get("spec", "-"),
+                float(weights.get(name, src.get("weight", 1.0))),
+                src.get("n_docs"),
+                splits["train"]["sources"][name].get("tokens"),
+                splits.get("val", {}).get("sources", {}).get(name, {}).get("tokens"),
+            ]
+        )
+    lines = [f"Data folder `{data_dir}`.", ""]
+    lines.append(_table(["source", "from", "weight", "docs", "train tokens", "val tokens"], rows))
+    if clean:
+        lines += [
+            "",
+            f"Cleaning: {clean.get('docs_in', 0):,} documents in, {clean.get('docs_out', 0):,} kept.",
+        ]
+        steps = [st for st in clean.get("steps", []) if st.get("dropped") or st.get("changed")]
+        if steps:
+            lines += [
+                "",
+                _table(
+                    ["rule", "dropped", "changed"],
+                    [[st["name"], st.get("dropped", 0), st.get("changed", 0)] for st in steps],
+                ),
+            ]
+    return lines
+
+
+def run_report(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    n_samples: int = 2,
+    sample_tokens: int = 64,
+    eval_tokens: int | None = 65536,
+) -> Path:
+    """Write OUT/report.md (+ curves_*.png); OUT defaults to the run folder. Returns report.md."""
+    run_dir = Path(run_dir)
+    s = summarize(run_dir)
+    out_dir = Path(out_dir) if out_dir else run_dir
+    loaded = runs.load_run(run_dir, log=lambda _msg: None)
+    plots = plot_curves([(s["name"], s["records"], s["bytes_per_token"])], out_dir)
+    config, model = loaded.config, loaded.model
+    tok_meta = _read_json(run_dir / "tokenizer" / "meta.json")
+    by_source = per_source_bpb(loaded, s["data_dir"], eval_tokens) if s["manifest"] else {}
+
+    md = [
+        f"# Run report: {s['name']}",
+        "",
+        f"Run folder `{run_dir}`, checkpoint `{loaded.checkpoint.name}`.",
+        "",
+    ]
+    md += ["## Final metrics", ""]
+    md.append(
+        _table(
+            ["metric", "value"],
+            [
+                ["validation loss (nats/token)", s["val_loss"]],
+                ["validation bits per byte", s["val_bpb"]],
+                ["validation perplexity", s["val_ppl"]],
+                ["best validation bits per byte", s["best_val_bpb"]],
+                ["last training loss", s["final_train_loss"]],
+            ],
+        )
+    )
+    md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    md += ["", "## Data", "", *_data_card(s)]
+    if by_source:
+        md += ["", "### Validation bits per byte per source", ""]
+        md.append(
+            _table(
+                ["source", "val tokens", "loss", "bits per byte"],
+                [[n, m["tokens"], m["loss"], m["bpb"]] for n, m in by_source.items()],
+            )
+        )
+    bpt = tok_meta.get("val_bytes_per_token") or s["bytes_per_token"]
+    md += ["", "## Tokenizer", ""]
+    md.append(
+        _table(
+            ["", ""],
+            [
+                ["type", tok_meta.get("kind", loaded.tokenizer.kind)],
+                ["vocabulary", loaded.tokenizer.vocab_size],
+                ["bytes per token (train split)", bpt],
+                ["hash", loaded.tokenizer.hash[:16]],
+            ],
+        )
+    )
+    shape = {k: v for k, v in vars(config.model).items() if k != "vocab_size"}
+    md += ["", "## Model", ""]
+    md.append(
+        _table(
+            ["", ""],
+            [
+                ["family", config.model.family],
+                ["parameters", model.num_params()],
+                ["FLOPs per token (training)", model.flops_per_token()],
+                ["shape", ", ".join(f"{k}={v}" for k, v in shape.items() if k != "family")],
+            ],
+        )
+    )
+    tcfg = config.train
+    md += ["", "## Training", ""]
+    md.append(
+        _table(
+            ["", ""],
+            [
+                ["steps", s["steps"]],
+                ["tokens", s["tokens"]],
+                ["wall time (s)", s["wall_seconds"]],
+                ["tokens per second", s["tokens_per_second"]],
+                ["MFU (median of logged steps)", s["mfu"]],
+                ["skipped steps", s["meta"].get("skipped_steps", 0)],
+                [
+                    "optimizer",
+                    f"{config.optim.name}, lr {config.optim.lr:g}, "
+                    f"weight decay {config.optim.weight_decay:g}",
+                ],
+                ["schedule", f"{config.schedule.name}, warm-up {config.schedule.warmup_steps} steps"],
+                [
+                    "batch",
+                    f"{tcfg.batch_size} x {config.model.seq_len} tokens, batch_tokens {tcfg.batch_tokens}",
+                ],
+                ["device / dtype", f"{tcfg.device} / {tcfg.dtype}"],
+            ],
+        )
+    )
+    if n_samples:
+        md += ["", "## Samples", ""]
+        for i, text in enumerate(samples(loaded, n_samples, sample_tokens)):
+            md += [f"Sample {i + 1} (temperature 0.8, top-k 50, seed {i}):", "", "```text", text, "```", ""]
+    md += ["", "## Hardware and versions", ""]
+    md.append(
+        _table(
+            ["", ""],
+            [
+                [
+                    "trained with",
+                    f"lmforge {s['info'].get('lmforge_version', '?')}, "
+                    f"torch {s['info'].get('torch_version', '?')}",
+                ],
+                [
+                    "report made on",
+                    f"{platform.machine()} {platform.system()}, {_cores()} cores, "
+                    f"python {sys.version.split()[0]}",
+                ],
+                ["torch here", _torch_version()],
+            ],
+        )
+    )
+    path = out_dir / "report.md"
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return path
+
+
+def _cores() -> int:
+    from lmforge.hardware import physical_cores
+
+    return physical_cores()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__ + (f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ", CPU")
+
+
+def compare_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+    """Several runs: one table and overlaid curves in OUT (report.md + compare_*.png)."""
+    summaries = [summarize(Path(r)) for r in run_dirs]
+    names = [s["name"] for s in summaries]
+    for s in summaries:  # same folder name under different parents: tell them apart
+        if names.count(s["name"]) > 1:
+            s["name"] = f"{s['run_dir'].parent.name}/{s['name']}"
+    out_dir = Path(out_dir)
+    plots = plot_curves(
+        [(s["name"], s["records"], s["bytes_per_token"]) for s in summaries], out_dir, "compare"
+    )
+    rows = [
+        [
+            s["name"],
+            s["config"].model.family,
+            s["steps"],
+            s["tokens"],
+            s["wall_seconds"],
+            s["tokens_per_second"],
+            s["final_train_loss"],
+            s["val_loss"],
+            s["val_bpb"],
+            s["best_val_bpb"],
+        ]
+        for s in sorted(summaries, key=lambda s: s["val_bpb"] if s["val_bpb"] is not None else math.inf)
+    ]
+    md = ["# Run comparison", "", "Sorted by final validation bits per byte.", ""]
+    md.append(
+        _table(
+            [
+                "run",
+                "family",
+                "steps",
+                "tokens",
+                "wall (s)",
+                "tokens/s",
+                "train loss",
+                "val loss",
+                "val bpb",
+                "best val bpb",
+            ],
+            rows,
+        )
+    )
+    md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return path

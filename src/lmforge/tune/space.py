@@ -1,0 +1,274 @@
+"""A sweep file: base config, search space, method and per-trial budget -- parsed and checked.
+
+    # sweep.toml
+    data = "data/shk"            # DATA_DIR (relative to the current folder)
+    preset = "gpt-tiny"          # optional base preset (a file or a name from configs/)
+    method = "tpe"               # grid | random | tpe (Optuna's Tree-structured Parzen Estimator)
+    n_trials = 12                # grid: at most the grid's size
+    metric = "val/bpb"           # val/bpb | val/loss (minimised)
+    seed = 0                     # sampler seed
+    prune = true                 # stop trials whose intermediate validation is below the median
+    prune_startup_trials = 2     # trials that always finish before pruning starts
+    enqueue = [{ "optim.lr" = 3e-3 }]   # optional: trials to run first, e.g. a known-good config
+
+    [budget]                     # exactly one: steps | tokens | seconds per trial
+    steps = 200
+
+    [base]                       # dotted overrides for every trial, as on the command line
+    "train.eval_every" = 50
+
+    [space]                      # dotted config keys -> choices, or an int / float range
+    "optim.lr" = { low = 1e-4, high = 3e-2, log = true }
+    "model.n_embd" = { choices = [32, 64] }
+    "model.n_layer" = { low = 1, high = 4 }            # ints: every integer (or `step`)
+    "data.weights.poems" = { low = 0.0, high = 1.0, num = 3 }   # `num`: grid points of a float range
+
+Everything is checked before the first trial runs: unknown keys (with the same suggestions as
+`lmforge train`), wrong types, empty ranges, and each value against the base config -- a typo must
+not cost a night of trials that all fail the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import apply_updates, build_run_config, flatten, read_toml
+from lmforge.errors import UserError
+
+SPEC_KEYS = {"choices", "low", "high", "log", "step", "num"}
+TOP_KEYS = {"data", "preset", "method", "n_trials", "metric", "seed", "prune", "prune_startup_trials",
+            "enqueue", "budget", "base", "space"}  # fmt: skip
+METHODS = ("grid", "random", "tpe")
+METRICS = ("val/bpb", "val/loss")
+BUDGETS = {"steps": "train.max_steps", "tokens": "train.max_tokens", "seconds": "train.time_budget"}
+
+
+@dataclass
+class Param:
+    """One searched config key: a list of choices, or a [low, high] int / float range."""
+
+    name: str
+    choices: list | None = None
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False  # sample the range on a log scale
+    step: float | int | None = None  # ints: the stride (default 1); floats: a discrete step
+    num: int = 3  # grid points for a float range (log- or evenly spaced)
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and all(isinstance(v, int) for v in (self.low, self.high))
+
+    def grid(self) -> list:
+        """The values a grid search tries."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.is_int:
+            return list(range(self.low, self.high + 1, int(self.step or 1)))
+        if self.step:
+            return [self.low + i * self.step for i in range(int((self.high - self.low) / self.step + 1e-9) + 1)]
+        if self.log:
+            lo, hi = math.log(self.low), math.log(self.high)
+            return [math.exp(lo + (hi - lo) * i / (self.num - 1)) for i in range(self.num)]
+        return [self.low + (self.high - self.low) * i / (self.num - 1) for i in range(self.num)]
+
+    def extremes(self) -> list:
+        """Values to check against the base config before any trial runs."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+    def suggest(self, trial) -> Any:
+        """The value for an Optuna trial (random / TPE; grid uses the categorical form)."""
+        if self.choices is not None:
+            return trial.suggest_categorical(self.name, self.choices)
+        if self.is_int:
+            return trial.suggest_int(self.name, self.low, self.high, step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log, step=self.step)
+
+
+@dataclass
+class SweepSpec:
+    data: str
+    space: list[Param]
+    budget: tuple[str, float]  # ("steps" | "tokens" | "seconds", amount)
+    preset: str | None = None
+    base: dict[str, Any] = field(default_factory=dict)  # dotted key -> value
+    method: str = "tpe"
+    n_trials: int = 10
+    metric: str = "val/bpb"
+    seed: int = 0
+    prune: bool = True
+    prune_startup_trials: int = 2
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """A stable description, stored in SWEEP_DIR so a resume can refuse a changed sweep."""
+        from dataclasses import asdict
+
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+def _flatten_space(tree: dict, prefix: str = "") -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if not isinstance(value, dict):
+            raise UserError(
+                f"[space] '{name}' must be a table such as {{ choices = [...] }} or {{ low = 1, high = 4 }}"
+            )
+        if set(value) & SPEC_KEYS:
+            if set(value) - SPEC_KEYS:
+                raise UserError(
+                    f"[space] '{name}' has unknown field(s) {sorted(set(value) - SPEC_KEYS)}; "
+                    f"known: {', '.join(sorted(SPEC_KEYS))}"
+                )
+            out[name] = value
+        else:
+            out.update(_flatten_space(value, f"{name}."))
+    return out
+
+
+def _param(name: str, raw: dict) -> Param:
+    param = Param(name, **raw)
+    where = f"[space] '{name}'"
+    if param.choices is not None:
+        if {"low", "high"} & set(raw):
+            raise UserError(f"{where}: give either choices or low/high, not both")
+        if not isinstance(param.choices, list) or not param.choices:
+            raise UserError(f"{where}: choices is empty; list at least one value")
+        return param
+    if param.low is None or param.high is None:
+        raise UserError(f"{where}: needs choices = [...] or both low and high")
+    for bound in (param.low, param.high):
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise UserError(f"{where}: low and high must be numbers, got {bound!r}")
+    if not param.low < param.high:
+        raise UserError(f"{where}: the range [{param.low}, {param.high}] is empty; low must be < high")
+    if param.log and param.low <= 0:
+        raise UserError(f"{where}: a log range needs low > 0 (got {param.low})")
+    if param.step is not None and not param.step > 0:
+        raise UserError(f"{where}: step must be > 0")
+    if param.num < 2:
+        raise UserError(f"{where}: num (grid points) must be >= 2")
+    return param
+
+
+def parse_sweep(tree: dict) -> SweepSpec:
+    unknown = set(tree) - TOP_KEYS
+    if unknown:
+        raise UserError(f"unknown sweep setting(s) {sorted(unknown)}; known: {', '.join(sorted(TOP_KEYS))}")
+    if not tree.get("data"):
+        raise UserError("the sweep file needs data = \"DATA_DIR\" (or pass --data)")
+    space = [_param(n, raw) for n, raw in _flatten_space(tree.get("space", {})).items()]
+    if not space:
+        raise UserError("the sweep file has no [space]; add at least one key, e.g. \"optim.lr\" = {...}")
+    budget = tree.get("budget", {})
+    if len(budget) != 1 or next(iter(budget)) not in BUDGETS:
+        raise UserError("[budget] needs exactly one of steps, tokens or seconds (per trial)")
+    kind, amount = next(iter(budget.items()))
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
+        raise UserError(f"[budget] {kind} must be a positive number, got {amount!r}")
+    spec = SweepSpec(
+        data=str(tree["data"]),
+        space=space,
+        budget=(kind, amount),
+        preset=tree.get("preset"),
+        base=flatten(tree.get("base", {})),
+        method=tree.get("method", "tpe"),
+        n_trials=tree.get("n_trials", 10),
+        metric=tree.get("metric", "val/bpb"),
+        seed=tree.get("seed", 0),
+        prune=bool(tree.get("prune", True)),
+        prune_startup_trials=tree.get("prune_startup_trials", 2),
+        enqueue=[flatten(e) for e in tree.get("enqueue", [])],
+    )
+    if spec.method not in METHODS:
+        raise UserError(f"method '{spec.method}' is not one of {', '.join(METHODS)}")
+    if spec.metric not in METRICS:
+        raise UserError(f"metric '{spec.metric}' is not one of {', '.join(METRICS)}")
+    if not isinstance(spec.n_trials, int) or spec.n_trials < 1:
+        raise UserError(f"n_trials ({spec.n_trials!r}) must be a positive integer")
+    names = {p.name for p in space}
+    for entry in spec.enqueue:
+        if set(entry) - names:
+            raise UserError(f"enqueue names key(s) {sorted(set(entry) - names)} that are not in [space]")
+    return spec
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    return parse_sweep(read_toml(path))
+
+
+def base_tree(spec: SweepSpec, preset_path: Path | None) -> dict:
+    tree: dict = {}
+    if preset_path:
+        apply_updates(tree, flatten(read_toml(preset_path)))
+    apply_updates(tree, spec.base)
+    return tree
+
+
+def trial_tree(spec: SweepSpec, base: dict, params: dict[str, Any]) -> dict:
+    """Base + this trial's values + the per-trial budget, as a {section: {...}} tree."""
+    tree = json.loads(json.dumps(base))  # a deep copy of plain data
+    apply_updates(tree, params)
+    kind, amount = spec.budget
+    budget = {BUDGETS[kind]: int(amount) if kind != "seconds" else float(amount)}
+    if kind != "steps":  # tokens / seconds decide the length; the step count is only a ceiling
+        budget["train.max_steps"] = 1_000_000
+    apply_updates(tree, budget)
+    tree.setdefault("data", {})["path"] = spec.data
+    return tree
+
+
+def check_space(spec: SweepSpec, preset_path: Path | None, vocab_size: int, sources: list[str]) -> None:
+    """Every searched value must name a real key, have the right type and fit the base config."""
+    base = base_tree(spec, preset_path)
+    build_run_config(trial_tree(spec, base, {}), vocab_size)
+    for param in spec.space:
+        if param.name.startswith("data.weights."):
+            source = param.name.split(".", 2)[2]
+            if source not in sources:
+                raise UserError(f"[space] '{param.name}': no source '{source}' in the data; known: {sources}")
+        for value in param.extremes():
+            try:
+                build_run_config(trial_tree(spec, base, {param.name: value}), vocab_size)
+            except UserError as exc:
+                raise UserError(f"[space] '{param.name}' = {value!r}: {exc}") from None
+            except TypeError as exc:  # a model config rejecting an argument
+                raise UserError(f"[space] '{param.name}' = {value!r}: {exc}") from None
+
+
+def grid_size(spec: SweepSpec) -> int:
+    return math.prod(len(p.grid()) for p in spec.space)
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    names = [p.name for p in spec.space]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(p.grid() for p in spec.space))]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def to_toml(tree: dict[str, dict[str, Any]], header: str = "") -> str:
+    """A {section: {key: value | {name: value}}} tree as a preset TOML file (round-trips with tomllib)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for section, values in tree.items():
+        lines += ["", f"[{section}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
+        for key, table in values.items():
+            if isinstance(table, dict) and table:
+                lines += ["", f"[{section}.{key}]"] + [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+    text = "\n".join(lines).lstrip("\n") + "\n"
+    tomllib.loads(text)  # never write a file that does not read back
+    return text
