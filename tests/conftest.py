@@ -51,3 +51,44 @@ TINY = [
     "train.batch_size=4", "train.eval_every=10", "train.eval_tokens=512", "train.ckpt_every=10",
     "train.log_every=5", "optim.lr=3e-3", "schedule.warmup_steps=2",
 ]
+
+
+# --- a tiny base run and its chat fine-tuned child (tests/test_chat.py, test_serve.py, test_web.py) ---
+
+CHAT_WORDS = ["to", "be", "or", "not", "the", "question", "sleep", "die"]
+
+
+def write_conversations(path, n=24):
+    """`n` tiny conversations ("say X" -> "X X") made of characters the char tokenizer knows."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(n):
+            word = CHAT_WORDS[i % len(CHAT_WORDS)]
+            messages = [
+                {"role": "user", "content": f"say {word}"},
+                {"role": "assistant", "content": f"{word} {word}"},
+            ]
+            if i % 3 == 0:
+                messages.insert(0, {"role": "system", "content": "be brief"})
+            handle.write(json.dumps({"messages": messages}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(char_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chatbase") / "base"
+    args = ["train", "--data", str(char_data), "--out", str(out), "--no-progress", *TINY, "model.seq_len=64"]
+    assert main([*args, "--max-steps", "20"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def chat_run(tiny_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chatsft")
+    train = write_conversations(folder / "chat.jsonl")
+    out = folder / "tiny-chat"
+    args = ["finetune", str(tiny_run), "--task", "sft", "--train", str(train), "--out", str(out)]
+    args += ["--max-steps", "12", "--no-progress", "train.eval_every=6", "train.eval_tokens=256"]
+    assert main(args) == 0
+    return out

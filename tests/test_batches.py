@@ -55,3 +55,13 @@ def test_eval_windows_cover_every_target_once():
     assert torch.equal(flat, torch.arange(1, 103))
     limited = torch.cat([y.reshape(-1) for _, y in eval_windows(tokens, 10, max_tokens=25)])
     assert torch.equal(limited, torch.arange(1, 26))
+
+
+def test_two_ranks_see_the_rows_of_two_micro_steps():
+    # One process accumulating 2 micro-steps == two processes with one each: same rows, same order.
+    single = BatchSampler(make_pools(), batch_size=3, seq_len=8, seed=9)
+    rank0 = BatchSampler(make_pools(), batch_size=3, seq_len=8, seed=9, rank=0, world_size=2)
+    rank1 = BatchSampler(make_pools(), batch_size=3, seq_len=8, seed=9, rank=1, world_size=2)
+    for step in (0, 7):
+        assert torch.equal(single.batch(step, 0)[0], rank0.batch(step, 0)[0])
+        assert torch.equal(single.batch(step, 1)[0], rank1.batch(step, 0)[0])

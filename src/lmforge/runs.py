@@ -259,6 +259,8 @@ def save_checkpoint(
     except (OSError, SafetensorError) as exc:  # a full disk, a file-size limit, a read-only folder
         shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        io_error = re.search(r"I/O error: (.+?) \(os error \d+\)", reason)  # safetensors' wording
+        reason = io_error.group(1) if io_error else reason
         raise UserError(
             f"could not write checkpoint {final.name} ({reason}); free disk space and "
             "resume with --resume (earlier checkpoints are intact)"

@@ -20,7 +20,7 @@ from lmforge.errors import UserError
 # Verb modules, imported lazily so that `lmforge --help` does not pay for `import torch`.
 VERB_MODULES = [
     "data", "train", "evaluate", "generate", "demo", "report", "sweep", "scaling",
-    "finetune", "chat", "serve",
+    "finetune", "chat", "serve", "export",
 ]  # fmt: skip
 
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = argv  # the command line as given (a launcher re-runs it under torchrun)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

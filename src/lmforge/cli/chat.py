@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     interactive = sys.stdin.isatty()
-    kind = "chat tokens" if session.template.end_id is not None else "plain transcript (no chat fine-tuning)"
+    kind = "chat tokens" if session.template.end_id is not None else "plain transcript: not chat fine-tuned"
     print(f"lmforge chat: {loaded.run_dir.name} ({kind}); {HELP}", file=sys.stderr)
 
     def read() -> str:

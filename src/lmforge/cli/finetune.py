@@ -70,5 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         loss = f"; val loss {val['loss']:.4f}" if val else ""
-        print(f"fine-tuned ({args.task}) {result.steps} steps in {result.wall_seconds:.1f}s -> {result.run_dir}{loss}")
+        print(
+            f"fine-tuned ({args.task}) {result.steps} steps in {result.wall_seconds:.1f}s "
+            f"-> {result.run_dir}{loss}"
+        )
     return 0

@@ -11,7 +11,15 @@ from pathlib import Path
 from lmforge.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
-FAULT_ENV = "LMFORGE_FAULT"  # test-only: "POINT:STEP[,POINT:STEP]" -> SIGKILL self at that point
+# Test-only fault injection at exact points, never by timing: LMFORGE_FAULT="ITEM[,ITEM...]", ITEM =
+#   POINT:STEP[:SIG]  at POINT of step STEP send this process SIG (KILL, the default; INT; TERM);
+#                     POINT is step (before the step's update), ckpt_data_written, ckpt_before_rename
+#   sigint:STEP / sigterm:STEP   shorthand for step:STEP:INT / step:STEP:TERM
+#   nan:STEP / spike:STEP        multiply the step's measured loss by NaN / 100 (the guard must catch it)
+# Each item fires once per process.
+FAULT_ENV = "LMFORGE_FAULT"
+_FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
+_LOSS_FAULTS = {"nan": float("nan"), "spike": 100.0}
 
 
 def register(subparsers) -> None:
@@ -33,6 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its newest good checkpoint")
     p.add_argument("--allow-data-change", action="store_true", help="resume even if the shards changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, help="train on N processes of this machine (launches torchrun, DDP)")
     p.add_argument(
         "--tensorboard", action="store_true", help="also log to RUN_DIR/tb/ (train.tensorboard=true)"
     )
@@ -54,19 +63,58 @@ def resolve_preset(name: str | None) -> Path | None:
     raise UserError(f"config '{name}' is neither a file nor a preset; presets: {', '.join(known) or 'none'}")
 
 
+def parse_faults(spec: str) -> dict[tuple[str, int], signal.Signals | float]:
+    """LMFORGE_FAULT's value -> {(point, step): a signal to send, or a loss multiplier}."""
+    targets: dict[tuple[str, int], signal.Signals | float] = {}
+    this_rank = os.environ.get("RANK", "0")
+    for item in filter(None, spec.split(",")):
+        try:
+            point, step, *sig = item.strip().split(":")
+            step, _, rank = step.partition("@")  # "step:3@1": only on rank 1
+            if rank and rank != this_rank:
+                continue
+            if point in _LOSS_FAULTS:
+                targets[("loss", int(step))] = _LOSS_FAULTS[point]
+            elif point in ("sigint", "sigterm"):
+                targets[("step", int(step))] = _FAULT_SIGNALS[point[3:].upper()]
+            else:
+                targets[(point, int(step))] = _FAULT_SIGNALS[sig[0] if sig else "KILL"]
+        except (KeyError, ValueError):
+            raise UserError(f"{FAULT_ENV} item '{item}' is not POINT:STEP[:KILL|INT|TERM]") from None
+    return targets
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """The command line without `--nproc N` (the launched ranks must not launch again)."""
+    out, skip = [], False
+    for i, item in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if item == "--nproc":
+            skip = i + 1 < len(argv)
+            continue
+        if item.startswith("--nproc="):
+            continue
+        out.append(item)
+    return out
+
+
 def fault_hook_from_env():
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return None
-    targets = set()
-    for item in spec.split(","):
-        point, _, step = item.partition(":")
-        targets.add((point, int(step)))
+    targets = parse_faults(spec)
 
-    def hook(point: str, step: int) -> None:
-        if (point, step) in targets:
+    def hook(point: str, step: int) -> float | None:
+        action = targets.pop((point, step), None)
+        if isinstance(action, float):
+            return action
+        if action is not None:
             sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+            sys.stderr.flush()
+            os.kill(os.getpid(), action)  # SIGINT / SIGTERM run their handler before this returns
+        return None
 
     return hook
 
@@ -120,10 +168,30 @@ def make_sampler(tokenizer, max_new_tokens: int, seed: int):
     return sample
 
 
+def launch(args, argv: list[str]) -> int:
+    """Re-run this very command under torchrun on `args.nproc` local processes."""
+    import subprocess
+
+    from lmforge import dist
+
+    command = dist.torchrun_command(args.nproc, argv)
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise UserError(
+            f"a training process failed (exit {result.returncode}); torchrun stopped all {args.nproc} "
+            "ranks -- see the first rank's message above"
+        )
+    return 0
+
+
 def run(args) -> int:
+    from lmforge import dist
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.train.loop import train
 
+    dist_info = dist.from_env()
+    if args.nproc and args.nproc > 1 and not dist_info.enabled:
+        return launch(args, strip_nproc(sys.argv[1:] if args.argv is None else list(args.argv)))
     data_dir = Path(args.data)
     if not data_dir.is_dir():
         raise UserError(
@@ -143,6 +211,7 @@ def run(args) -> int:
             log=log,
             sample_fn=make_sampler(tokenizer, config.train.sample_tokens, config.train.seed),
             fault_hook=fault_hook_from_env(),
+            dist_info=dist_info,
         )
     except MemoryError:
         raise UserError(
@@ -154,6 +223,10 @@ def run(args) -> int:
                 "out of memory: the batch does not fit; lower train.batch_size or model.seq_len"
             ) from None
         raise
+    finally:
+        dist.shutdown(dist_info)
+    if not dist_info.is_main:
+        return 0
     val = result.final_val
     summary = {
         "run_dir": str(result.run_dir),
@@ -165,6 +238,7 @@ def run(args) -> int:
         "num_params": result.num_params,
         "stopped_by": result.stopped_by,
         "skipped_steps": result.skipped_steps,
+        "rollbacks": result.rollbacks,
         "val_loss": val.get("loss"),
         "val_bpb": val.get("bpb"),
         "val_perplexity": val.get("perplexity"),
@@ -178,4 +252,9 @@ def run(args) -> int:
         )
         if val:
             print(f"val loss {val['loss']:.4f} | perplexity {val['perplexity']:.2f} | bpb {val['bpb']:.4f}")
+        if result.skipped_steps or result.rollbacks:
+            print(
+                f"guard: {result.skipped_steps} steps skipped for bad numbers, "
+                f"{result.rollbacks} rollbacks to a good checkpoint"
+            )
     return 0

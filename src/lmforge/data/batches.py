@@ -8,6 +8,11 @@ a run on N processes must give each rank its own windows. If the windows of a st
 Sampling: each row of a batch first picks a source pool by its mixture weight (the data
 composition a user tunes), then a shard of that pool in proportion to its size, then a uniformly
 random window start. Rows are gathered with one vectorised fancy index per shard into the memmap.
+
+One global batch per step: the rows of optimizer step `step` come in blocks of batch_size, block
+b drawn from rng(seed, step, b), and micro-step m of rank r takes block m * world_size + r. So one
+process with 2 accumulation steps and two processes with one each see exactly the same rows, and a
+run can resume with another number of processes without changing its data.
 """
 
 from __future__ import annotations
@@ -32,8 +37,17 @@ class Pool:
 class BatchSampler:
     """`sampler.batch(step, micro_step)` -> (x, y) LongTensors of shape (batch_size, seq_len)."""
 
-    def __init__(self, pools: list[Pool], batch_size: int, seq_len: int, seed: int, rank: int = 0):
-        self.batch_size, self.seq_len, self.seed, self.rank = batch_size, seq_len, seed, rank
+    def __init__(
+        self,
+        pools: list[Pool],
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.rank, self.world_size = rank, world_size
         window = seq_len + 1
         kept: list[Pool] = []
         for pool in pools:
@@ -51,12 +65,10 @@ class BatchSampler:
         # Window starts per shard: 0 .. len - window (inclusive).
         self.shard_starts = [np.array([len(s) - window + 1 for s in p.shards], dtype=np.int64) for p in kept]
 
-    def _rng(self, step: int, micro_step: int) -> np.random.Generator:
-        return np.random.Generator(np.random.PCG64([self.seed, step, self.rank, micro_step]))
-
     def offsets(self, step: int, micro_step: int = 0) -> list[tuple[int, int, int]]:
-        """(pool, shard, start) for every row; deterministic in (seed, step, rank, micro_step)."""
-        rng = self._rng(step, micro_step)
+        """(pool, shard, start) for this rank's rows of one micro-step; pure in (seed, step, rank, micro)."""
+        block = micro_step * self.world_size + self.rank
+        rng = np.random.Generator(np.random.PCG64([self.seed, step, block]))
         pool_idx = rng.choice(len(self.pools), size=self.batch_size, p=self.pool_probs)
         rows = []
         for p in pool_idx:

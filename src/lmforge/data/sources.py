@@ -157,7 +157,7 @@ def _kind(path: Path) -> str:
 
 
 def _text_blocks(path: Path) -> Iterator[str]:
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="lmforge.count")
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="lmforge.count")
     with _open_binary(path) as fh:
         while block := fh.read(BLOCK_BYTES):
             yield decoder.decode(block)
@@ -175,7 +175,7 @@ def _bad_line(stats: SourceStats, skip: bool, where: str, why: str) -> None:
 def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[Any]:
     with _open_binary(path) as fh:
         for lineno, raw in enumerate(fh, 1):
-            line = raw.decode("utf-8", "lmforge.count").strip()
+            line = raw.decode("utf-8-sig", "lmforge.count").strip()
             if not line:
                 continue
             try:
@@ -193,7 +193,7 @@ def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: Sourc
 
 def _csv_records(path: Path, src: SourceSpec, stats: SourceStats) -> Iterator[Any]:
     csv.field_size_limit((1 << 31) - 1)
-    with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8", errors="lmforge.count", newline="") as fh:
+    with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8-sig", errors="lmforge.count", newline="") as fh:
         reader = csv.DictReader(fh)
         try:
             if src.text_field not in (reader.fieldnames or []):

@@ -123,19 +123,30 @@ def _verify(model, tokenizer, hf_dir: Path) -> dict:
     from lmforge.export.verify import check_models, check_tokenizer
 
     tf = _transformers()
-    hf_model, info = tf.AutoModelForCausalLM.from_pretrained(
-        str(hf_dir), dtype=torch.float32, output_loading_info=True
-    )
-    problems = {
-        k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")
-    }
-    if problems:
-        raise UserError(f"transformers did not load every tensor of the converted model: {problems}")
-    report = check_models(model, hf_model, tokenizer)
+    report = check_models(model, _load_causal_lm(hf_dir), tokenizer)
     report["tokenizer_texts_compared"] = check_tokenizer(
         tokenizer, tf.AutoTokenizer.from_pretrained(str(hf_dir))
     )
     return report
+
+
+def _load_causal_lm(hf_dir: Path):
+    """AutoModelForCausalLM in fp32, no custom code; every tensor must load (none missing or extra)."""
+    tf = _transformers()
+    bars = tf.utils.logging.is_progress_bar_enabled()
+    tf.utils.logging.disable_progress_bar()
+    try:
+        hf_model, info = tf.AutoModelForCausalLM.from_pretrained(
+            str(hf_dir), dtype=torch.float32, output_loading_info=True
+        )
+    finally:
+        if bars:
+            tf.utils.logging.enable_progress_bar()
+    keys = ("missing_keys", "unexpected_keys", "mismatched_keys")
+    problems = {k: sorted(info[k])[:3] for k in keys if info.get(k)}
+    if problems:
+        raise UserError(f"transformers did not load every tensor of '{hf_dir}' exactly: {problems}")
+    return hf_model.eval()
 
 
 # --- import ----------------------------------------------------------------------------------
@@ -207,10 +218,9 @@ def import_hf(
         optimizers = build_optimizers(OptimConfig(), model, cfg.vocab_size)
         save_checkpoint(tmp, 0, model, optimizers, meta)
         if verify:
-            hf_model = tf.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
             from lmforge.export.verify import check_models, check_tokenizer
 
-            report["verify"] = check_models(model, hf_model, tokenizer)
+            report["verify"] = check_models(model, _load_causal_lm(hf_dir), tokenizer)
             if (hf_dir / "tokenizer_config.json").is_file():
                 hf_tok = tf.AutoTokenizer.from_pretrained(str(hf_dir))
                 report["verify"]["tokenizer_texts_compared"] = check_tokenizer(tokenizer, hf_tok)

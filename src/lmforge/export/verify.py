@@ -25,7 +25,7 @@ def check_tokenizer(tokenizer, hf_tokenizer, texts=(*PROMPTS, *ADVERSARIAL)) -> 
     """Compare ids on ``texts``; returns how many texts were compared, raises on the first difference."""
     for text in texts:
         ours = tokenizer.encode(text)
-        theirs = hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+        theirs = hf_tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if ours != theirs:
             raise UserError(
                 f"the Hugging Face tokenizer gives other ids than lmforge's on {text[:40]!r} "

@@ -50,7 +50,9 @@ def read_jsonl(path: Path) -> list[list[dict]]:
                 try:
                     record = json.loads(line)
                 except ValueError as exc:
-                    raise UserError(f"{where}: not valid JSON ({exc.msg}); one conversation per line") from None
+                    raise UserError(
+                        f"{where}: not valid JSON ({exc.msg}); one conversation per line"
+                    ) from None
                 conversations.append(check_conversation(record, where))
     except UnicodeDecodeError:
         raise UserError(f"conversation file '{path}' is not UTF-8 text") from None

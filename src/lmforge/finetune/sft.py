@@ -111,7 +111,10 @@ def evaluate_rows(model, x, y, token_bytes, max_tokens, batch_size, device, auto
     byte_table = torch.from_numpy(np.asarray(token_bytes, dtype=np.int64))
     nats_sum, text_nats, n_tokens, n_bytes, correct = 0.0, 0.0, 0, 0, 0
     for start in range(0, len(x), batch_size):
-        xb, yb = torch.from_numpy(x[start : start + batch_size]), torch.from_numpy(y[start : start + batch_size])
+        xb, yb = (
+            torch.from_numpy(x[start : start + batch_size]),
+            torch.from_numpy(y[start : start + batch_size]),
+        )
         with autocast:
             logits = model(xb.to(device)).float()  # (n, T, vocab)
         flat_y = yb.reshape(-1)
@@ -133,7 +136,9 @@ def evaluate_rows(model, x, y, token_bytes, max_tokens, batch_size, device, auto
     return {"loss": loss, "perplexity": perplexity(loss), "bpb": bpb, "accuracy": correct / max(1, n_tokens)}
 
 
-def chat_data(tokenizer, tokenizer_dir: Path, train_convs, val_convs, seq_len: int, seed: int, log) -> TrainData:
+def chat_data(
+    tokenizer, tokenizer_dir: Path, train_convs, val_convs, seq_len: int, seed: int, log
+) -> TrainData:
     """Conversations as TrainData for `train()`: packed rows, masked targets, val on assistant tokens."""
     template = SpecialTokenTemplate(tokenizer)
     order = np.random.Generator(np.random.PCG64(seed)).permutation(len(train_convs))
@@ -155,7 +160,9 @@ def chat_data(tokenizer, tokenizer_dir: Path, train_convs, val_convs, seq_len: i
         return RowSampler(train_x, train_y, batch_size, seed_, rank)
 
     def evaluate(model, max_tokens, batch_size, device, autocast) -> dict:
-        return evaluate_rows(model, val_x, val_y, tokenizer.token_bytes, max_tokens, batch_size, device, autocast)
+        return evaluate_rows(
+            model, val_x, val_y, tokenizer.token_bytes, max_tokens, batch_size, device, autocast
+        )
 
     return TrainData(tokenizer, tokenizer_dir, digest, "sft conversations", make_sampler, evaluate)
 
@@ -214,7 +221,9 @@ def finetune_sft(
     apply_updates(tree, updates)
     tree["model"].pop("vocab_size", None)
 
-    with tempfile.TemporaryDirectory(prefix=".sft-", dir=out_dir.parent if out_dir.parent.is_dir() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix=".sft-", dir=out_dir.parent if out_dir.parent.is_dir() else None
+    ) as tmp:
         tokenizer = add_special_tokens(base.tokenizer, CHAT_SPECIALS, Path(tmp) / "tokenizer")
         config = build_run_config(tree, tokenizer.vocab_size)
         init = Path(tmp) / "init"
@@ -223,7 +232,13 @@ def finetune_sft(
 
         save_model(grow_vocab(base.model, config.model), str(init / "model.safetensors"))
         data = chat_data(
-            tokenizer, Path(tmp) / "tokenizer", train_convs, val_convs, config.model.seq_len, config.train.seed, log
+            tokenizer,
+            Path(tmp) / "tokenizer",
+            train_convs,
+            val_convs,
+            config.model.seq_len,
+            config.train.seed,
+            log,
         )
         result = train(config, data, out_dir, resume=resume, progress=progress, log=log, init_from=init)
     runs.write_json_atomic(

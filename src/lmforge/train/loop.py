@@ -7,7 +7,8 @@
         checkpoint    (every ckpt_every steps, at the end, and when asked to stop)
         stop?         (max_steps, max_tokens, time budget, Ctrl-C / SIGTERM)
         micro-steps   (forward + backward, accumulating gradients to batch_tokens)
-        guard         (a non-finite loss or gradient, or a huge spike: skip the update)
+        guard         (a non-finite loss or gradient, or a huge spike: skip the update;
+                       3 in a row: roll back to the last good checkpoint at half the learning rate)
         update        (clip, learning rate from the schedule, optimizer step)
         log           (metrics.jsonl, progress bar with loss, tokens/s, MFU, ETA)
 
@@ -33,9 +34,10 @@ from typing import Any
 
 import torch
 
-from lmforge import hardware, runs
+from lmforge import dist, hardware, runs
 from lmforge.config import RunConfig
 from lmforge.data.batches import BatchSampler, Pool
+from lmforge.dist import DistInfo
 from lmforge.errors import UserError
 from lmforge.eval.loss import evaluate_tokens
 from lmforge.eval.metrics import model_flops_utilization
@@ -163,8 +165,10 @@ def open_data(data_dir: Path, weights: dict[str, float]) -> TrainData:
     if not any(p.weight > 0 for p in pools):
         raise UserError("every data.weights entry is 0; give at least one source a positive weight")
 
-    def make_sampler(batch_size: int, seq_len: int, seed: int, rank: int) -> BatchSampler:
-        return BatchSampler(pools, batch_size, seq_len, seed, rank=rank)
+    def make_sampler(
+        batch_size: int, seq_len: int, seed: int, rank: int, world_size: int = 1
+    ) -> BatchSampler:
+        return BatchSampler(pools, batch_size, seq_len, seed, rank=rank, world_size=world_size)
 
     def evaluate(model, max_tokens, batch_size, device, autocast) -> dict:
         seq_len = _unwrap(model).config.seq_len
@@ -216,18 +220,29 @@ def train(
     fault_hook: Callable[[str, int], float | None] | None = None,
     init_from: Path | None = None,
     on_eval: Callable[[int, dict], bool] | None = None,
+    dist_info: DistInfo | None = None,
 ) -> TrainResult:
     """Train `config` on `data` (a DATA_DIR or TrainData) into RUN_DIR (or continue it with `resume`).
 
     `init_from`: a checkpoint folder whose weights start a fresh run (fine-tuning) instead of init.
     `on_eval(step, record)`: called after each validation pass with its metrics.jsonl record; True
     stops the run there (checkpoint, then return with stopped_by="on_eval") -- a sweep's pruning.
+    `dist_info`: this process's rank under torchrun (DDP); only rank 0 writes logs and checkpoints.
     """
     run_dir = Path(run_dir)
     tcfg = config.train
+    dinfo = dist_info or DistInfo()
+    main = dinfo.is_main
+    if not main:  # other ranks train in silence; rank 0 speaks for the run
+        progress, log = False, (lambda message: None)
     device = hardware.resolve_device(tcfg.device)
+    if dinfo.enabled:
+        dist.init(dinfo, device.type)
+        if device.type == "cuda":
+            device = torch.device("cuda", dinfo.local_rank)
     if device.type == "cpu":
-        hardware.setup_threads(tcfg.threads)
+        # processes on one machine share its cores rather than oversubscribing them
+        hardware.setup_threads(tcfg.threads or max(1, hardware.physical_cores() // dinfo.world_size))
     if not isinstance(data, TrainData):
         data = open_data(Path(data), config.data.weights)
     tokenizer, manifest_hash = data.tokenizer, data.fingerprint
@@ -239,7 +254,7 @@ def train(
     checkpoint = None
     if resume and (run_dir / "config.json").is_file():
         _check_resume(run_dir, config, tokenizer, manifest_hash, allow_data_change)
-        for name in runs.remove_temporaries(run_dir):
+        for name in runs.remove_temporaries(run_dir) if main else []:
             log(f"removed unfinished checkpoint {name}")
         checkpoint = runs.find_latest_good(run_dir, log=log)
         if checkpoint is None and runs.list_checkpoints(run_dir):
@@ -252,7 +267,7 @@ def train(
             f"'{run_dir}' already holds a run; pass --resume to continue it or choose another --out"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    if checkpoint is None:
+    if checkpoint is None and main:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         runs.write_json_atomic(run_dir / "config.json", config.to_dict())
         runs.write_json_atomic(
@@ -286,30 +301,47 @@ def train(
         runs.load_training_state(checkpoint.path, optimizers)
         meta = checkpoint.meta
         start_step, tokens_seen, wall_before = meta["step"], meta["tokens"], meta["wall_seconds"]
-        max_steps, skipped = meta["max_steps"], meta.get("skipped_steps", 0)
+        # A time-budget run keeps the horizon it planned; otherwise --max-steps on the resume
+        # command may extend (or shorten) the run.
+        max_steps = meta["max_steps"] if tcfg.time_budget > 0 else tcfg.max_steps
+        skipped = meta.get("skipped_steps", 0)
         best_val, best_step = meta.get("best_val", math.inf), meta.get("best_step")
         # the guard's state, so a resumed run judges (and rolls back) exactly as the original would
         lr_scale, rollbacks = meta.get("lr_scale", 1.0), meta.get("rollbacks", 0)
         bad_in_a_row, resumed_losses = meta.get("bad_in_a_row", 0), meta.get("recent_losses", [])
-        runs.truncate_metrics(run_dir, start_step)
+        if main:
+            runs.truncate_metrics(run_dir, start_step)
         log(f"resuming from {checkpoint.path.name} (step {start_step}, {tokens_seen:,} tokens)")
 
+    dist.barrier(dinfo)  # the run folder is ready before any rank goes on
     forward = model
     compile_seconds = 0.0
     if tcfg.compile:
         forward, compile_seconds = _compile(model, log)
+    eval_model = forward  # evaluation never goes through DDP's gradient hooks
+    if dinfo.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            forward, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     amp = hardware.autocast(device, tcfg.dtype)
-    tokens_per_micro = tcfg.batch_size * mcfg.seq_len
+    # batch_tokens is the global batch: ranks x micro-steps x batch_size x seq_len
+    tokens_per_micro = tcfg.batch_size * mcfg.seq_len * dinfo.world_size
     accum = max(1, math.ceil(tcfg.batch_tokens / tokens_per_micro)) if tcfg.batch_tokens else 1
     tokens_per_step = tokens_per_micro * accum
-    sampler = data.make_sampler(tcfg.batch_size, mcfg.seq_len, tcfg.seed, 0)
+    if dinfo.enabled:
+        sampler = data.make_sampler(tcfg.batch_size, mcfg.seq_len, tcfg.seed, dinfo.rank, dinfo.world_size)
+    else:
+        sampler = data.make_sampler(tcfg.batch_size, mcfg.seq_len, tcfg.seed, 0)
     flops_per_token = model.flops_per_token()
     peak = hardware.measure_peak_flops(device, tcfg.dtype)
     t_start = time.perf_counter()
 
     if tcfg.time_budget > 0 and checkpoint is None:
-        max_steps = _steps_for_budget(forward, sampler, amp, accum, tcfg, device, t_start, log)
+        max_steps = _steps_for_budget(eval_model, sampler, amp, accum, tcfg, device, t_start, log)
+        max_steps = dist.broadcast_int(max_steps, dinfo)
     if tcfg.max_tokens:
         max_steps = min(max_steps, max(1, tcfg.max_tokens // tokens_per_step))
 
@@ -320,12 +352,14 @@ def train(
     )
 
     def evaluate(max_tokens: int | None) -> dict:
-        return data.evaluate(forward, max_tokens, max(1, tcfg.batch_size), device, amp)
+        return data.evaluate(eval_model, max_tokens, max(1, tcfg.batch_size), device, amp)
 
     def save(step: int, val: dict | None) -> None:
         nonlocal best_val, best_step
         if val and val["loss"] < best_val:
             best_val, best_step = val["loss"], step
+        if not main:
+            return
         meta = {
             "tokens": tokens_seen,
             "wall_seconds": wall_before + time.perf_counter() - t_start,
@@ -352,8 +386,9 @@ def train(
         runs.prune_checkpoints(run_dir, tcfg.keep_last, best_step)
 
     # metrics.jsonl always; TensorBoard too when train.tensorboard (same names, x axis = step)
-    log_metrics, close_metrics = _metrics_sink(run_dir, tcfg.tensorboard)
+    log_metrics, close_metrics = _metrics_sink(run_dir, tcfg.tensorboard) if main else (_ignore, _ignore)
     bar = _progress_bar(max_steps, start_step, progress)
+    say = bar.write if progress else log  # (--json: stdout holds only the summary)
     recent_losses: deque[float] = deque(resumed_losses, maxlen=50)
     window_tokens, window_start = 0, time.perf_counter()
     tokens_per_second = mfu = 0.0
@@ -371,6 +406,8 @@ def train(
             elif tcfg.time_budget > 0 and elapsed >= tcfg.time_budget and step > start_step:
                 stopped_by = "time_budget"
             last = step >= max_steps or stopped_by != "max_steps"
+            if dinfo.enabled and dist.any_rank(last, dinfo) and not last:
+                last, stopped_by = True, "another rank stopped"  # e.g. SIGTERM reached one rank
 
             # --- evaluate on a fixed validation slice ---
             if step > start_step and (step % tcfg.eval_every == 0 or last):
@@ -387,14 +424,20 @@ def train(
                     "val/ppl": last_val["perplexity"],
                 }
                 log_metrics(record)
-                bar.write(f"step {step}: val loss {last_val['loss']:.4f}, bpb {last_val['bpb']:.4f}")
+                say(f"step {step}: val loss {last_val['loss']:.4f}, bpb {last_val['bpb']:.4f}")
                 model.train()
                 if on_eval is not None and on_eval(step, record) and not last:
                     stopped_by, last = "on_eval", True  # e.g. a sweep pruned this trial
 
             # --- a sample now and then ---
-            if sample_fn and tcfg.sample_every and step > start_step and step % tcfg.sample_every == 0:
-                bar.write(f"sample at step {step}: {sample_fn(model, step)!r}")
+            if (
+                main
+                and sample_fn
+                and tcfg.sample_every
+                and step > start_step
+                and step % tcfg.sample_every == 0
+            ):
+                say(f"sample at step {step}: {sample_fn(model, step)!r}")
                 model.train()
 
             # --- checkpoint ---
@@ -419,11 +462,14 @@ def train(
                 x, y = sampler.batch(step, micro_step)
                 batch_crc = zlib.crc32(x.cpu().numpy().tobytes(), batch_crc)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with amp:
-                    loss = forward(x, y)
-                (loss / accum).backward()
+                # DDP averages gradients across ranks once per step, on the last micro-step
+                sync = not dinfo.enabled or micro_step == accum - 1
+                with contextlib.nullcontext() if sync else forward.no_sync():
+                    with amp:
+                        loss = forward(x, y)
+                    (loss / accum).backward()
                 loss_sum += loss.detach()
-            loss_value = float(loss_sum) / accum
+            loss_value = float(dist.all_reduce_mean(loss_sum, dinfo)) / accum  # every rank judges alike
             if fault_hook:  # tests only: LMFORGE_FAULT="nan:STEP" / "spike:STEP" poison the loss
                 loss_value *= fault_hook("loss", step) or 1.0
             max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
@@ -433,9 +479,7 @@ def train(
             bad = bad_step(loss_value, grad_norm, recent_losses)
             if bad:
                 skipped, bad_in_a_row = skipped + 1, bad_in_a_row + 1
-                bar.write(
-                    f"step {step}: skipped update, {bad} (loss {loss_value:.4g}, grad norm {grad_norm:.4g})"
-                )
+                say(f"step {step}: skipped update, {bad} (loss {loss_value:.4g}, grad norm {grad_norm:.4g})")
                 if skipped > max(10, max_steps // 20):
                     raise UserError(
                         f"training diverged: {skipped} bad steps; lower optim.lr (now "
@@ -467,7 +511,7 @@ def train(
                 start_step = step  # the checkpoint we came back to is not evaluated or saved again
                 runs.truncate_metrics(run_dir, step)
                 log_metrics({"step": step, "event": "rollback", "lr_scale": lr_scale, "skipped": skipped})
-                bar.write(
+                say(
                     f"{ROLLBACK_AFTER} bad steps in a row: rolled back to {good.path.name}, "
                     f"learning rate x{lr_scale:g} (rollback {rollbacks} of at most {MAX_ROLLBACKS})"
                 )
@@ -491,7 +535,7 @@ def train(
                     step_seconds = tokens_per_step / tokens_per_second
                     # each remaining step also carries 1/eval_every of an evaluation
                     step_seconds += eval_seconds / tcfg.eval_every
-                    max_steps = max(step + 1, step + int(left / step_seconds))
+                    max_steps = dist.broadcast_int(max(step + 1, step + int(left / step_seconds)), dinfo)
                     bar.total = max_steps
                 log_metrics(
                     {
@@ -598,6 +642,10 @@ def _steps_for_budget(forward, sampler, amp, accum, tcfg, device, t_start, log) 
 
 def sampler_seq_len(model: torch.nn.Module) -> int:
     return _unwrap(model).config.seq_len
+
+
+def _ignore(*args) -> None:
+    """A metrics sink for ranks other than 0."""
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

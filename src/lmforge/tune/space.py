@@ -23,6 +23,9 @@
     "model.n_layer" = { low = 1, high = 4 }            # ints: every integer (or `step`)
     "data.weights.poems" = { low = 0.0, high = 1.0, num = 3 }   # `num`: grid points of a float range
 
+Mixture weights: once any `data.weights.*` is set, a source without a weight gets no batches (see
+train/loop.py `open_data`), so a sweep over one source's weight sets the others in [base].
+
 Everything is checked before the first trial runs: unknown keys (with the same suggestions as
 `lmforge train`), wrong types, empty ranges, and each value against the base config -- a typo must
 not cost a night of trials that all fail the same way.
@@ -42,8 +45,20 @@ from lmforge.config import apply_updates, build_run_config, flatten, read_toml
 from lmforge.errors import UserError
 
 SPEC_KEYS = {"choices", "low", "high", "log", "step", "num"}
-TOP_KEYS = {"data", "preset", "method", "n_trials", "metric", "seed", "prune", "prune_startup_trials",
-            "enqueue", "budget", "base", "space"}  # fmt: skip
+TOP_KEYS = {
+    "data",
+    "preset",
+    "method",
+    "n_trials",
+    "metric",
+    "seed",
+    "prune",
+    "prune_startup_trials",
+    "enqueue",
+    "budget",
+    "base",
+    "space",
+}
 METHODS = ("grid", "random", "tpe")
 METRICS = ("val/bpb", "val/loss")
 BUDGETS = {"steps": "train.max_steps", "tokens": "train.max_tokens", "seconds": "train.time_budget"}
@@ -72,7 +87,9 @@ class Param:
         if self.is_int:
             return list(range(self.low, self.high + 1, int(self.step or 1)))
         if self.step:
-            return [self.low + i * self.step for i in range(int((self.high - self.low) / self.step + 1e-9) + 1)]
+            return [
+                self.low + i * self.step for i in range(int((self.high - self.low) / self.step + 1e-9) + 1)
+            ]
         if self.log:
             lo, hi = math.log(self.low), math.log(self.high)
             return [math.exp(lo + (hi - lo) * i / (self.num - 1)) for i in range(self.num)]
@@ -163,10 +180,10 @@ def parse_sweep(tree: dict) -> SweepSpec:
     if unknown:
         raise UserError(f"unknown sweep setting(s) {sorted(unknown)}; known: {', '.join(sorted(TOP_KEYS))}")
     if not tree.get("data"):
-        raise UserError("the sweep file needs data = \"DATA_DIR\" (or pass --data)")
+        raise UserError('the sweep file needs data = "DATA_DIR" (or pass --data)')
     space = [_param(n, raw) for n, raw in _flatten_space(tree.get("space", {})).items()]
     if not space:
-        raise UserError("the sweep file has no [space]; add at least one key, e.g. \"optim.lr\" = {...}")
+        raise UserError('the sweep file has no [space]; add at least one key, e.g. "optim.lr" = {...}')
     budget = tree.get("budget", {})
     if len(budget) != 1 or next(iter(budget)) not in BUDGETS:
         raise UserError("[budget] needs exactly one of steps, tokens or seconds (per trial)")
@@ -249,7 +266,9 @@ def grid_size(spec: SweepSpec) -> int:
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     names = [p.name for p in spec.space]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(p.grid() for p in spec.space))]
+    return [
+        dict(zip(names, combo, strict=True)) for combo in itertools.product(*(p.grid() for p in spec.space))
+    ]
 
 
 def _toml_value(value: Any) -> str:
@@ -264,11 +283,15 @@ def to_toml(tree: dict[str, dict[str, Any]], header: str = "") -> str:
     """A {section: {key: value | {name: value}}} tree as a preset TOML file (round-trips with tomllib)."""
     lines = [f"# {line}" for line in header.splitlines()]
     for section, values in tree.items():
+        if not any(v != {} for v in values.values()):
+            continue  # e.g. [data] with no weights
         lines += ["", f"[{section}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
         for key, table in values.items():
             if isinstance(table, dict) and table:
-                lines += ["", f"[{section}.{key}]"] + [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+                lines += ["", f"[{section}.{key}]"] + [
+                    f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()
+                ]
     text = "\n".join(lines).lstrip("\n") + "\n"
     tomllib.loads(text)  # never write a file that does not read back
     return text

@@ -1,0 +1,50 @@
+"""`lmforge sweep`: grid / random / TPE search over config keys, one run folder per trial."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="search hyperparameters (grid, random or Optuna TPE with pruning)",
+        description="Run the trials of a sweep file (base config, search space over dotted keys, method, "
+        "per-trial budget) into SWEEP_DIR; results.md / results.csv sorted by validation bpb, best.toml.",
+    )
+    p.add_argument("--config", required=True, help="the sweep TOML file (see lmforge/tune/space.py)")
+    p.add_argument("--out", required=True, help="SWEEP_DIR: trials/NNN run folders, results, plots")
+    p.add_argument("--data", help="DATA_DIR (overrides `data` in the sweep file)")
+    p.add_argument("--n-trials", type=int, help="number of trials (overrides n_trials)")
+    p.add_argument("--resume", action="store_true", help="continue SWEEP_DIR; finished trials are kept")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    from lmforge.cli.train import resolve_preset
+    from lmforge.config import read_toml
+    from lmforge.tune.space import parse_sweep
+    from lmforge.tune.sweep import run_sweep
+
+    tree = read_toml(args.config)
+    if args.data:
+        tree["data"] = args.data
+    if args.n_trials is not None:
+        tree["n_trials"] = args.n_trials
+    spec = parse_sweep(tree)
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    summary = run_sweep(spec, args.out, resume=args.resume, preset_path=resolve_preset(spec.preset), log=log)
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        best = summary.get("best")
+        counts = ", ".join(f"{summary.get(s, 0)} {s}" for s in ("complete", "pruned", "failed"))
+        print(f"{summary['trials']} trials ({counts}); results in {args.out}/results.md")
+        if best:
+            print(
+                f"best: trial {best['trial']:03d}, {spec.metric} {best[spec.metric.replace('/', '_')]:.4f} "
+                f"-> {args.out}/best.toml"
+            )
+    return 0

@@ -1,0 +1,333 @@
+"""`lmforge sweep`: hyperparameter search over any config key, one normal run folder per trial.
+
+    SWEEP_DIR/
+      sweep.json            the parsed sweep (a resume must use the same one)
+      optuna.journal        Optuna's journal storage: every trial, its parameters, state and values
+      trials/NNN/           a run folder per trial (config.json, metrics.jsonl, ckpt/, ...)
+      results.csv  results.md   trials sorted by the metric (validation bits-per-byte by default)
+      best.toml             the best trial's full config, ready for `lmforge train --config`
+      params.png  history.png   the metric against each swept parameter; per trial, best so far
+
+The search is Optuna's (grid, random, or TPE) -- a maintained library, not a search algorithm written
+here. Pruning: after every validation pass the loop calls `on_eval`, which reports the metric to
+Optuna; Optuna's MedianPruner stops a trial whose value is worse than the median of earlier trials
+at the same step, so a bad learning rate costs one evaluation interval, not a whole budget.
+
+Trials run one after another (the machine has two cores and each trial uses both). The journal is
+written as each trial finishes, so `--resume` continues where an interruption left off: finished
+trials (complete, pruned or failed) are not redone; a trial that was cut short (Ctrl-C, a kill) is
+run again with the same parameters. A trial that crashes or diverges is recorded as failed with its
+error, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import build_run_config
+from lmforge.errors import UserError
+from lmforge.train.loop import train
+from lmforge.tune.space import SweepSpec, base_tree, check_space, grid_size, to_toml, trial_tree
+
+STUDY = "sweep"
+METRIC_COLUMN = {"val/bpb": "val_bpb", "val/loss": "val_loss"}
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("sweeps need optuna; pip install 'lmforge[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print one line per trial ourselves
+    return optuna
+
+
+def _sampler(optuna, spec: SweepSpec):
+    if spec.method == "grid":
+        values = {p.name: p.grid() for p in spec.space}
+        return optuna.samplers.GridSampler(values, seed=spec.seed)
+    if spec.method == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(5, max(1, spec.n_trials // 3)))
+
+
+def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    saved = out_dir / "sweep.json"
+    if saved.is_file() and not resume:
+        raise UserError(
+            f"'{out_dir}' already holds a sweep; pass --resume to continue it or choose another --out"
+        )
+    if saved.is_file() and _differs_beyond_n_trials(saved, spec):
+        raise UserError(
+            f"the sweep file differs from the one '{out_dir}' was started with; resume with the same file "
+            "(only n_trials may grow) or choose another --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(spec.to_json(), encoding="utf-8")
+    storage = JournalStorage(JournalFileBackend(str(out_dir / "optuna.journal")))
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=spec.prune_startup_trials, n_warmup_steps=0)
+        if spec.prune
+        else optuna.pruners.NopPruner()
+    )
+    return optuna.create_study(
+        study_name=STUDY,
+        storage=storage,
+        sampler=_sampler(optuna, spec),
+        pruner=pruner,
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def _differs_beyond_n_trials(saved: Path, spec: SweepSpec) -> bool:
+    old = json.loads(saved.read_text(encoding="utf-8"))
+    new = json.loads(spec.to_json())
+    old.pop("n_trials", None)
+    new.pop("n_trials", None)
+    return old != new
+
+
+def _finished(trial, optuna) -> bool:
+    """Complete, pruned, or failed for a reason of its own (not cut short by an interruption)."""
+    states = optuna.trial.TrialState
+    if trial.state in (states.COMPLETE, states.PRUNED):
+        return True
+    return trial.state == states.FAIL and not trial.user_attrs.get("interrupted")
+
+
+def _requeue_interrupted(study, optuna, log) -> None:
+    """Trials left running by a kill, or cut short by Ctrl-C, are run again with the same parameters."""
+    states = optuna.trial.TrialState
+    storage = study._storage  # Optuna has no public call to close a trial left RUNNING by a dead process
+    for t in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_state_values(t._trial_id, states.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if t.state == states.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+            log(f"trial {t.number:03d} was interrupted; it runs again")
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out_dir: str | Path,
+    resume: bool = False,
+    preset_path: Path | None = None,
+    log=print,
+) -> dict:
+    """Run the sweep's remaining trials into OUT_DIR; returns a summary (best trial, counts)."""
+    from lmforge.data.shards import read_manifest
+    from lmforge.data.tokenizer import load_tokenizer
+
+    optuna = _optuna()
+    out_dir = Path(out_dir)
+    data_dir = Path(spec.data)
+    if not data_dir.is_dir():
+        raise UserError(f"data folder '{data_dir}' does not exist; make it with `lmforge data prepare`")
+    tokenizer = load_tokenizer(data_dir / "tokenizer")
+    sources = sorted(read_manifest(data_dir / "shards")["splits"]["train"].get("sources", {}))
+    check_space(spec, preset_path, tokenizer.vocab_size, sources)  # before any trial runs
+    base = base_tree(spec, preset_path)
+    n_trials = min(spec.n_trials, grid_size(spec)) if spec.method == "grid" else spec.n_trials
+    study = _open_study(optuna, spec, out_dir, resume)
+    if not study.trials:
+        for params in spec.enqueue:
+            study.enqueue_trial(params)
+    _requeue_interrupted(study, optuna, log)
+    done = sum(_finished(t, optuna) for t in study.trials)
+    remaining = max(0, n_trials - done)
+    log(f"sweep: {spec.method}, {done} of {n_trials} trials done, {remaining} to run -> {out_dir}")
+
+    def objective(trial) -> float:
+        if spec.method == "grid":
+            params = {p.name: trial.suggest_categorical(p.name, p.grid()) for p in spec.space}
+        else:
+            params = {p.name: p.suggest(trial) for p in spec.space}
+        run_dir = out_dir / "trials" / f"{trial.number:03d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+
+        def on_eval(step: int, record: dict) -> bool:
+            trial.report(record[spec.metric], step)
+            return trial.should_prune()
+
+        start = time.perf_counter()
+        try:
+            config = build_run_config(trial_tree(spec, base, params), tokenizer.vocab_size)
+            result = train(config, data_dir, run_dir, progress=False, log=lambda _m: None, on_eval=on_eval)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any trial failure is recorded and the sweep goes on
+            message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("error", message.splitlines()[0] if message else type(exc).__name__)
+            if not isinstance(exc, UserError):
+                trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
+            log(f"trial {trial.number:03d}: {shown} -> failed: {message}")
+            return math.nan  # Optuna records a NaN objective as a failed trial
+        seconds = time.perf_counter() - start
+        if result.stopped_by in ("SIGINT", "SIGTERM"):
+            trial.set_user_attr("interrupted", True)
+            raise KeyboardInterrupt
+        val = result.final_val
+        trial.set_user_attr("steps", result.steps)
+        trial.set_user_attr("tokens", result.tokens)
+        trial.set_user_attr("seconds", round(seconds, 2))
+        trial.set_user_attr("val_loss", val.get("loss"))
+        trial.set_user_attr("val_bpb", val.get("bpb"))
+        if result.stopped_by == "on_eval":
+            log(f"trial {trial.number:03d}: {shown} -> pruned at step {result.steps} ({seconds:.1f}s)")
+            raise optuna.TrialPruned()
+        value = val.get("loss" if spec.metric == "val/loss" else "bpb", math.nan)
+        if not math.isfinite(value):
+            trial.set_user_attr("error", "diverged: the final validation metric is not finite")
+            log(f"trial {trial.number:03d}: {shown} -> failed: diverged")
+            return math.nan
+        log(f"trial {trial.number:03d}: {shown} -> {spec.metric} {value:.4f} ({seconds:.1f}s)")
+        return value
+
+    try:
+        if remaining:
+            study.optimize(objective, n_trials=remaining, catch=())
+    finally:  # results on disk even after Ctrl-C: they show what finished
+        summary = write_results(study, spec, out_dir, optuna)
+    return summary
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def trial_rows(study, spec: SweepSpec, optuna) -> list[dict]:
+    """One dict per trial, sorted: complete by the metric, then pruned (by their value when stopped),
+    then failed and interrupted. `val_bpb` / `val_loss` of a pruned trial are from its last evaluation."""
+    states = optuna.trial.TrialState
+    rows = []
+    for t in study.trials:
+        if t.state == states.WAITING:
+            continue
+        state = {states.COMPLETE: "complete", states.PRUNED: "pruned", states.RUNNING: "running"}.get(
+            t.state, "failed"
+        )
+        if t.user_attrs.get("interrupted"):
+            state = "interrupted"
+        rows.append(
+            {
+                "trial": t.number,
+                "state": state,
+                "val_bpb": t.user_attrs.get("val_bpb"),
+                "val_loss": t.user_attrs.get("val_loss"),
+                **{p.name: t.params.get(p.name) for p in spec.space},
+                "steps": t.user_attrs.get("steps"),
+                "tokens": t.user_attrs.get("tokens"),
+                "seconds": t.user_attrs.get("seconds"),
+                "error": t.user_attrs.get("error", ""),
+                "run_dir": t.user_attrs.get("run_dir"),
+            }
+        )
+    order = {"complete": 0, "pruned": 1, "failed": 2, "interrupted": 3, "running": 4}
+    key = METRIC_COLUMN[spec.metric]
+
+    def sort_key(row: dict):
+        value = row[key]
+        return (
+            order[row["state"]],
+            value if value is not None and math.isfinite(value) else math.inf,
+            row["trial"],
+        )
+
+    return sorted(rows, key=sort_key)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_results(study, spec: SweepSpec, out_dir: Path, optuna) -> dict:
+    rows = trial_rows(study, spec, optuna)
+    if not rows:
+        return {"trials": 0, "best": None}
+    columns = list(rows[0])
+    with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = [c for c in columns if c != "run_dir"]
+    md = [f"# Sweep results ({spec.method}, sorted by {spec.metric})", ""]
+    md += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    md += ["| " + " | ".join(_cell(r[c]).replace("|", "/") for c in shown) + " |" for r in rows]
+    best = rows[0] if rows[0]["state"] == "complete" else None
+    if best:
+        config = json.loads((Path(best["run_dir"]) / "config.json").read_text(encoding="utf-8"))
+        config["model"].pop("vocab_size", None)  # read from the tokenizer
+        config["data"].pop("path", None)  # given by --data
+        header = (
+            f"Best trial {best['trial']:03d} of sweep '{out_dir}': "
+            f"{spec.metric} {best[METRIC_COLUMN[spec.metric]]:.4f}\n"
+            f"lmforge train --data {spec.data} --out runs/best --config {out_dir / 'best.toml'}\n"
+            "The budget below is the trial's; raise train.max_steps for a full run."
+        )
+        (out_dir / "best.toml").write_text(to_toml(config, header), encoding="utf-8")
+        md += ["", f"Best: trial {best['trial']:03d} -> `best.toml`."]
+    md += ["", "![metric against each parameter](params.png)", "", "![trials](history.png)"]
+    (out_dir / "results.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    plot_sweep(rows, spec, out_dir)
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "failed", "interrupted")}
+    return {"trials": len(rows), **counts, "best": best}
+
+
+def plot_sweep(rows: list[dict], spec: SweepSpec, out_dir: Path) -> None:
+    """params.png: the metric of complete trials against each parameter; history.png: per trial."""
+    from lmforge.eval.plots import pyplot
+
+    plt = pyplot()
+    key = METRIC_COLUMN[spec.metric]
+    done = [r for r in rows if r["state"] == "complete"]
+    n = len(spec.space)
+    fig, axes = plt.subplots(1, n, figsize=(min(4 * n, 14), 3.2), dpi=90, squeeze=False)
+    for ax, param in zip(axes[0], spec.space, strict=True):
+        values = [r[param.name] for r in done]
+        if param.choices is not None and not all(isinstance(v, int | float) for v in param.choices):
+            labels = [str(c) for c in param.choices]
+            values = [labels.index(str(v)) for v in values]
+            ax.set_xticks(range(len(labels)), labels)
+        elif param.log:
+            ax.set_xscale("log")
+            ax.tick_params(axis="x", which="minor", labelbottom=False)  # they overlap on short ranges
+        ax.scatter(values, [r[key] for r in done], s=18)
+        ax.set(xlabel=param.name, ylabel=spec.metric)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "params.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        points = [(r["trial"], r[key]) for r in rows if r["state"] == state and r[key] is not None]
+        if points:
+            ax.scatter(*zip(*points, strict=True), marker=marker, label=state)
+    ordered = sorted(done, key=lambda r: r["trial"])
+    if ordered:
+        best = [min(r[key] for r in ordered[: i + 1]) for i in range(len(ordered))]
+        ax.step([r["trial"] for r in ordered], best, where="post", color="grey", label="best so far")
+    ax.set(xlabel="trial", ylabel=spec.metric, title="trials (pruned: value when stopped)")
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "history.png")
+    plt.close(fig)
