@@ -80,9 +80,15 @@ def build(name: str, s: dict):
     if name == "lmforge":
         cfg = load_config(
             None,
-            {"model.style": "gpt2", "model.mlp": "gelu", "model.tie_embeddings": True,
-             "model.n_layer": s["n_layer"], "model.n_head": s["n_head"], "model.n_embd": s["n_embd"],
-             "model.seq_len": s["seq_len"]},
+            {
+                "model.style": "gpt2",
+                "model.mlp": "gelu",
+                "model.tie_embeddings": True,
+                "model.n_layer": s["n_layer"],
+                "model.n_head": s["n_head"],
+                "model.n_embd": s["n_embd"],
+                "model.seq_len": s["seq_len"],
+            },
             vocab_size=s["vocab"],
         )
         model = MODELS["gpt"][1](cfg.model)
@@ -93,9 +99,18 @@ def build(name: str, s: dict):
         return model, lambda x, y: model(x, y), None
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=s["vocab"], n_positions=s["seq_len"], n_embd=s["n_embd"],
-                                    n_layer=s["n_layer"], n_head=s["n_head"], resid_pdrop=0.0,
-                                    embd_pdrop=0.0, attn_pdrop=0.0))
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=s["vocab"],
+            n_positions=s["seq_len"],
+            n_embd=s["n_embd"],
+            n_layer=s["n_layer"],
+            n_head=s["n_head"],
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    )
     return hf, lambda x, y: hf(input_ids=x, labels=y).loss, None
 
 
@@ -137,9 +152,14 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(physical_cores())
-    peaks = {d: measure_peak_flops(torch.device("cpu"), "bfloat16" if d == "bf16" else "float32", size=2048)
-             for d in ("fp32", "bf16")}
-    print(f"machine: {platform.processor() or platform.machine()}, {physical_cores()} cores, torch {torch.__version__}")
+    peaks = {
+        d: measure_peak_flops(torch.device("cpu"), "bfloat16" if d == "bf16" else "float32", size=2048)
+        for d in ("fp32", "bf16")
+    }
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {physical_cores()} cores, "
+        f"torch {torch.__version__}"
+    )
     print(f"matmul ceiling: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     results = {}
     for shape in args.shapes.split(","):
@@ -160,11 +180,22 @@ def main() -> None:
         for key, values in rates.items():
             med = statistics.median(values)
             mfu = lm_fpt * med / peaks[key[1]]
-            print(f"{key[0] + ' ' + key[1]:<18}{med:>14,.0f}{f'{min(values):,.0f}-{max(values):,.0f}':>18}{mfu:>8.0%}")
-            results[f"{shape}/{key[0]}/{key[1]}"] = {"median": med, "min": min(values), "max": max(values), "mfu": mfu}
-        best = {n: max(statistics.median(rates[(n, d)]) for d in ("fp32", "bf16")) for n in ("lmforge", "reference", "hf")}
-        print(f"best lmforge / best reference = {best['lmforge'] / best['reference']:.2f}x, "
-              f"/ best GPT2LMHeadModel = {best['lmforge'] / best['hf']:.2f}x")
+            spread = f"{min(values):,.0f}-{max(values):,.0f}"
+            print(f"{key[0] + ' ' + key[1]:<18}{med:>14,.0f}{spread:>18}{mfu:>8.0%}")
+            results[f"{shape}/{key[0]}/{key[1]}"] = {
+                "median": med,
+                "min": min(values),
+                "max": max(values),
+                "mfu": mfu,
+            }
+        best = {
+            n: max(statistics.median(rates[(n, d)]) for d in ("fp32", "bf16"))
+            for n in ("lmforge", "reference", "hf")
+        }
+        print(
+            f"best lmforge / best reference = {best['lmforge'] / best['reference']:.2f}x, "
+            f"/ best GPT2LMHeadModel = {best['lmforge'] / best['hf']:.2f}x"
+        )
         results[f"{shape}/ratio_vs_reference"] = best["lmforge"] / best["reference"]
         results[f"{shape}/ratio_vs_hf"] = best["lmforge"] / best["hf"]
     if args.json:

@@ -40,16 +40,37 @@ def tiny_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def char_data(tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "char"
-    code = main(["data", "prepare", "--source", str(tiny_corpus), "--out", str(out), "--tokenizer", "char",
-                 "--split", "tail", "--json"])
+    code = main(
+        [
+            "data",
+            "prepare",
+            "--source",
+            str(tiny_corpus),
+            "--out",
+            str(out),
+            "--tokenizer",
+            "char",
+            "--split",
+            "tail",
+            "--json",
+        ]
+    )
     assert code == 0
     return out
 
 
 TINY = [
-    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",
-    "train.batch_size=4", "train.eval_every=10", "train.eval_tokens=512", "train.ckpt_every=10",
-    "train.log_every=5", "optim.lr=3e-3", "schedule.warmup_steps=2",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.seq_len=32",
+    "train.batch_size=4",
+    "train.eval_every=10",
+    "train.eval_tokens=512",
+    "train.ckpt_every=10",
+    "train.log_every=5",
+    "optim.lr=3e-3",
+    "schedule.warmup_steps=2",
 ]
 
 

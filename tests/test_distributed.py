@@ -13,15 +13,22 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from lmforge import runs
 
 pytestmark = pytest.mark.slow
 
 # Global batch: 2 micro-batches of 4 sequences x 32 tokens, whatever the process count.
-COMMON = [*TINY, "schedule.name=constant", "train.batch_tokens=256", "train.log_every=1", "train.eval_every=100",
-          "train.ckpt_every=6", "train.keep_last=5"]
+COMMON = [
+    *TINY,
+    "schedule.name=constant",
+    "train.batch_tokens=256",
+    "train.log_every=1",
+    "train.eval_every=100",
+    "train.ckpt_every=6",
+    "train.keep_last=5",
+]
 
 
 def lmforge(args: list[str], nproc: int = 1, env_extra: dict | None = None, timeout: float = 240):
@@ -80,8 +87,9 @@ def test_resume_two_to_one_and_one_to_two(char_data, single_run, tmp_path):
 
 def test_one_rank_crashing_ends_the_run_with_a_message(char_data, tmp_path):
     out = tmp_path / "crash"
-    result = lmforge(train_args(char_data, out, 12), nproc=2, env_extra={"LMFORGE_FAULT": "step:3@1"},
-                     timeout=120)
+    result = lmforge(
+        train_args(char_data, out, 12), nproc=2, env_extra={"LMFORGE_FAULT": "step:3@1"}, timeout=120
+    )
     assert result.returncode != 0
     assert "error:" in result.stderr and "rank" in result.stderr
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from lmforge import runs
 from lmforge.cli import main
 
@@ -80,9 +80,24 @@ def test_resume_continues_bit_exactly(char_data, trained, tmp_path):
 
 def test_gru_trains_through_the_same_loop(char_data, tmp_path):
     out = tmp_path / "gru"
-    args = ["train", "--data", str(char_data), "--out", str(out), "--no-progress", "--model", "gru",
-            "model.n_layer=1", "model.n_embd=16", "model.hidden=32", "model.seq_len=32",
-            "train.batch_size=4", "train.eval_tokens=256", "--max-steps", "5"]
+    args = [
+        "train",
+        "--data",
+        str(char_data),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--model",
+        "gru",
+        "model.n_layer=1",
+        "model.n_embd=16",
+        "model.hidden=32",
+        "model.seq_len=32",
+        "train.batch_size=4",
+        "train.eval_tokens=256",
+        "--max-steps",
+        "5",
+    ]
     assert main(args) == 0
     assert runs.load_run(out).config.model.family == "gru"
 

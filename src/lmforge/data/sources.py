@@ -193,7 +193,10 @@ def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: Sourc
 
 def _csv_records(path: Path, src: SourceSpec, stats: SourceStats) -> Iterator[Any]:
     csv.field_size_limit((1 << 31) - 1)
-    with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8-sig", errors="lmforge.count", newline="") as fh:
+    with (
+        _open_binary(path) as raw,
+        io.TextIOWrapper(raw, "utf-8-sig", errors="lmforge.count", newline="") as fh,
+    ):
         reader = csv.DictReader(fh)
         try:
             if src.text_field not in (reader.fieldnames or []):
