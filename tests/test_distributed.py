@@ -26,7 +26,7 @@ COMMON = [
     "train.batch_tokens=256",
     "train.log_every=1",
     "train.eval_every=100",
-    "train.ckpt_every=6",
+    "train.ckpt_every=3",
     "train.keep_last=5",
 ]
 
@@ -99,3 +99,19 @@ def test_nproc_larger_than_the_machine(char_data, tmp_path, capsys):
 
     assert main([*train_args(char_data, tmp_path / "x", 2), "--nproc", "999"]) == 2
     assert "--nproc 999" in capsys.readouterr().err
+
+
+def test_fsdp2_matches_ddp_and_resumes_on_one_process(char_data, single_run, tmp_path):
+    # FSDP2 shards parameters and optimizer state over the 2 ranks; the losses are DDP's (and so the
+    # single process's), and its gathered checkpoint resumes on a single process.
+    out = tmp_path / "fsdp"
+    result = lmforge([*train_args(char_data, out, 6), "train.parallel=fsdp"], nproc=2)
+    assert result.returncode == 0, result.stderr + result.stdout
+    result = lmforge([*train_args(char_data, out, 9), "--resume"])
+    assert result.returncode == 0, result.stderr
+    # ... and on FSDP again (the gathered state is sharded back onto the ranks)
+    result = lmforge([*train_args(char_data, out, 12), "train.parallel=fsdp", "--resume"], nproc=2)
+    assert result.returncode == 0, result.stderr + result.stdout
+    reference, got = losses(single_run), losses(out)
+    for step in range(1, 13):
+        assert got[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-5), step

@@ -101,6 +101,7 @@ class TrainConfig:
     dtype: str = "float32"  # float32 | bfloat16 (autocast; weights, optimizer and loss stay float32)
     compile: bool = False  # torch.compile the model (falls back to eager if compilation fails)
     threads: int = 0  # CPU threads for torch; 0 = physical cores
+    parallel: str = "ddp"  # with several processes: ddp (replicated model) | fsdp (FSDP2, sharded)
     tensorboard: bool = False  # also log metrics to RUN_DIR/tb/ for TensorBoard (the tune extra)
 
     def __post_init__(self) -> None:
@@ -115,6 +116,8 @@ class TrainConfig:
             raise UserError(f"train.time_budget ({self.time_budget}) must be >= 0 seconds")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"train.device '{self.device}' is not one of auto, cpu, cuda")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise UserError(f"train.parallel '{self.parallel}' is not one of ddp, fsdp")
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError(f"train.dtype '{self.dtype}' is not one of float32, bfloat16")
         if self.max_steps > 10_000_000:
@@ -198,7 +201,8 @@ def apply_updates(tree: dict[str, dict[str, Any]], updates: dict[str, Any]) -> N
             tree.setdefault("data", {}).setdefault("weights", {})[key.split(".", 1)[1]] = value
             continue
         if section == "model":
-            family = value if key == "family" else tree.get("model", {}).get("family", "gpt")
+            default = updates.get("model.family", "gpt")  # keys may come in any order (sorted JSON)
+            family = value if key == "family" else tree.get("model", {}).get("family", default)
             if family not in MODELS:
                 raise UserError(f"model.family '{family}' is not one of {', '.join(MODELS)}")
             types_ = _field_types(MODELS[family][0])
@@ -211,12 +215,17 @@ def apply_updates(tree: dict[str, dict[str, Any]], updates: dict[str, Any]) -> N
         tree.setdefault(section, {})[key] = _coerce(dotted, value, types_[key])
 
 
+# Settings whose value is a whole table, kept as one key: mixture weights, and a fine-tuned model's
+# backbone description (models/heads.py), which is written by lmforge, not typed by hand.
+TABLE_KEYS = ("data.weights", "model.backbone")
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"optim": {"lr": 1}} -> {"optim.lr": 1}; `data.weights` stays one table."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and name != "data.weights":
+        if isinstance(value, dict) and name not in TABLE_KEYS:
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value

@@ -88,12 +88,17 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 # --- optimizer state <-> (tensors, JSON) -------------------------------------------------------
 
 
-def optimizer_state_to_flat(optimizers: list[torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split optimizer state dicts into a flat tensor dict (for safetensors) and a JSON-able rest."""
+def optimizer_state_to_flat(
+    optimizers: list[torch.optim.Optimizer], states: list[dict] | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split optimizer state dicts into a flat tensor dict (for safetensors) and a JSON-able rest.
+
+    `states`: the optimizers' state dicts when the caller already gathered them (sharded training).
+    """
     tensors: dict[str, torch.Tensor] = {}
     rest: dict[str, Any] = {"optimizers": []}
     for i, opt in enumerate(optimizers):
-        state = opt.state_dict()
+        state = states[i] if states is not None else opt.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
         for param_id, entries in state["state"].items():
             for name, value in entries.items():
@@ -108,8 +113,10 @@ def optimizer_state_to_flat(optimizers: list[torch.optim.Optimizer]) -> tuple[di
 
 
 def optimizer_state_from_flat(
-    optimizers: list[torch.optim.Optimizer], tensors: dict[str, torch.Tensor], rest: dict
+    optimizers: list[torch.optim.Optimizer], tensors: dict[str, torch.Tensor], rest: dict, load=None
 ) -> None:
+    """Load saved state into `optimizers`; `load(index, optimizer, state_dict)` replaces
+    `optimizer.load_state_dict(state_dict)` (sharded training loads through torch.distributed)."""
     saved = rest.get("optimizers", [])
     if len(saved) != len(optimizers) or any(
         s["type"] != type(o).__name__ for s, o in zip(saved, optimizers, strict=False)
@@ -133,7 +140,11 @@ def optimizer_state_from_flat(
                 state.setdefault(int(param_id), {})[name] = value
         for param_id, names in entry["scalars"].items():
             state.setdefault(int(param_id), {}).update(names)
-        opt.load_state_dict({"state": state, "param_groups": entry["param_groups"]})
+        state_dict = {"state": state, "param_groups": entry["param_groups"]}
+        if load is None:
+            opt.load_state_dict(state_dict)
+        else:
+            load(i, opt, state_dict)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -214,8 +225,13 @@ def save_checkpoint(
     optimizers: list[torch.optim.Optimizer],
     meta: dict,
     fault_hook=None,
+    gathered: tuple[dict, list[dict]] | None = None,
 ) -> Path:
-    """Write ckpt/step_NNNNNN atomically. `fault_hook(point)` lets tests inject crashes at exact points."""
+    """Write ckpt/step_NNNNNN atomically. `fault_hook(point)` lets tests inject crashes at exact points.
+
+    `gathered`: (model state dict, optimizer state dicts) already assembled from shards (FSDP); the
+    files are the same as a single process writes, so any process count can resume from them.
+    """
     from safetensors.torch import save_model
 
     ckpt_root = Path(run_dir) / "ckpt"
@@ -226,8 +242,11 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        save_model(_unwrap(model), str(tmp / "model.safetensors"))
-        tensors, rest = optimizer_state_to_flat(optimizers)
+        if gathered is None:
+            save_model(_unwrap(model), str(tmp / "model.safetensors"))
+        else:
+            save_file({k: v.contiguous() for k, v in gathered[0].items()}, str(tmp / "model.safetensors"))
+        tensors, rest = optimizer_state_to_flat(optimizers, gathered[1] if gathered else None)
         save_file(tensors, str(tmp / "optim.safetensors"))
         (tmp / "optim.json").write_text(json.dumps(rest), encoding="utf-8")
         save_file(rng_state(), str(tmp / "rng.safetensors"))
@@ -320,7 +339,7 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
         )
 
 
-def load_training_state(path: Path, optimizers: list[torch.optim.Optimizer]) -> None:
+def load_training_state(path: Path, optimizers: list[torch.optim.Optimizer], load=None) -> None:
     """Optimizer and RNG state from a verified checkpoint folder."""
     try:
         tensors = load_file(str(path / "optim.safetensors"))
@@ -329,7 +348,7 @@ def load_training_state(path: Path, optimizers: list[torch.optim.Optimizer]) -> 
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"checkpoint {path.name} state is unreadable: {exc}") from None
     try:
-        optimizer_state_from_flat(optimizers, tensors, rest)
+        optimizer_state_from_flat(optimizers, tensors, rest, load)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(
             f"checkpoint {path.name} optimizer state (optim.json) is incomplete or malformed: {exc!r}"
@@ -425,6 +444,13 @@ def load_run(run_dir: str | Path, step: int | None = None, device: str = "cpu", 
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    if config.model.family == "task":  # a fine-tuned head (finetune/tasks.py) is not a language model
+        task_file = run_dir / "task.json"
+        task = json.loads(task_file.read_text(encoding="utf-8"))["task"] if task_file.is_file() else "task"
+        raise UserError(
+            f"'{run_dir}' is a {task} run, fine-tuned to label text rather than generate it; use "
+            f"`lmforge predict {run_dir}` or `lmforge eval {run_dir} --task {task} --data FILE`"
+        )
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     if step is None:

@@ -42,6 +42,7 @@ from lmforge.errors import UserError
 from lmforge.eval.loss import evaluate_tokens
 from lmforge.eval.metrics import model_flops_utilization
 from lmforge.models.registry import MODELS
+from lmforge.train import sharding
 from lmforge.train.optim import build_optimizers, set_lr
 from lmforge.train.schedule import lr_factor
 
@@ -291,14 +292,22 @@ def train(
     model.init_weights()
     if init_from is not None and checkpoint is None:
         runs.load_model_weights(model, Path(init_from))
+    if checkpoint is not None:  # weights before sharding: FSDP shards what the model holds
+        runs.load_model_weights(model, checkpoint.path)
     model.to(device)
+    fsdp = dinfo.enabled and tcfg.parallel == "fsdp"
+    if fsdp:
+        if config.optim.name == "muon":
+            raise UserError("optim.name=muon is not supported with train.parallel=fsdp; use adamw or ddp")
+        sharding.shard_model(model)
     optimizers = build_optimizers(config.optim, model, mcfg.vocab_size, device.type)
     start_step, tokens_seen, wall_before, max_steps = 0, 0, 0.0, tcfg.max_steps
     best_val, best_step, skipped = math.inf, None, 0
     lr_scale, rollbacks, bad_in_a_row, resumed_losses = 1.0, 0, 0, []
     if checkpoint is not None:
-        runs.load_model_weights(model, checkpoint.path)
-        runs.load_training_state(checkpoint.path, optimizers)
+        runs.load_training_state(
+            checkpoint.path, optimizers, sharding.load_optimizer(model) if fsdp else None
+        )
         meta = checkpoint.meta
         start_step, tokens_seen, wall_before = meta["step"], meta["tokens"], meta["wall_seconds"]
         # A time-budget run keeps the horizon it planned; otherwise --max-steps on the resume
@@ -319,7 +328,7 @@ def train(
     if tcfg.compile:
         forward, compile_seconds = _compile(model, log)
     eval_model = forward  # evaluation never goes through DDP's gradient hooks
-    if dinfo.enabled:
+    if dinfo.enabled and not fsdp:
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(
@@ -358,6 +367,7 @@ def train(
         nonlocal best_val, best_step
         if val and val["loss"] < best_val:
             best_val, best_step = val["loss"], step
+        gathered = sharding.gather_state(model, optimizers) if fsdp else None  # all ranks take part
         if not main:
             return
         meta = {
@@ -382,6 +392,7 @@ def train(
             optimizers,
             meta,
             fault_hook=(lambda point: fault_hook(point, step)) if fault_hook else None,
+            gathered=gathered,
         )
         runs.prune_checkpoints(run_dir, tcfg.keep_last, best_step)
 
@@ -463,7 +474,7 @@ def train(
                 batch_crc = zlib.crc32(x.cpu().numpy().tobytes(), batch_crc)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 # DDP averages gradients across ranks once per step, on the last micro-step
-                sync = not dinfo.enabled or micro_step == accum - 1
+                sync = not dinfo.enabled or fsdp or micro_step == accum - 1
                 with contextlib.nullcontext() if sync else forward.no_sync():
                     with amp:
                         loss = forward(x, y)
@@ -473,7 +484,7 @@ def train(
             if fault_hook:  # tests only: LMFORGE_FAULT="nan:STEP" / "spike:STEP" poison the loss
                 loss_value *= fault_hook("loss", step) or 1.0
             max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+            grad_norm = sharding.full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
 
             # --- guard: bad numbers never reach the weights ---
             bad = bad_step(loss_value, grad_norm, recent_losses)
@@ -501,6 +512,11 @@ def train(
                     raise UserError(
                         f"training diverged: {bad_in_a_row} bad steps in a row at step {step} {where}; "
                         f"lower optim.lr (now {config.optim.lr * lr_scale:g}) and start a new run"
+                    )
+                if fsdp:
+                    raise UserError(
+                        f"training diverged: {bad_in_a_row} bad steps in a row at step {step}; rollback "
+                        "is not supported under train.parallel=fsdp: lower optim.lr and resume with --resume"
                     )
                 runs.load_model_weights(model, good.path)
                 runs.load_training_state(good.path, optimizers)  # optimizer and RNG state
