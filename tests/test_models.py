@@ -204,7 +204,7 @@ def test_gru_config_validation():
 
 
 def test_registry_and_presets():
-    assert set(MODELS) == {"gpt", "gru"}
+    assert set(MODELS) == {"gpt", "gru", "task"}  # "task": a fine-tuned backbone + head (models/heads.py)
     with pytest.raises(UserError, match="model.n_layers"):
         config_from_dict({"family": "gpt", "n_layers": 2})
     with pytest.raises(UserError, match="model.family"):

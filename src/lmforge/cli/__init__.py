@@ -20,7 +20,7 @@ from lmforge.errors import UserError
 # Verb modules, imported lazily so that `lmforge --help` does not pay for `import torch`.
 VERB_MODULES = [
     "data", "train", "evaluate", "generate", "demo", "report", "sweep", "scaling",
-    "finetune", "chat", "serve", "export",
+    "finetune", "predict", "chat", "serve", "export",
 ]  # fmt: skip
 
 

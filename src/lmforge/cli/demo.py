@@ -1,7 +1,8 @@
 """`lmforge demo`: the whole main job on the built-in corpus, one named step at a time.
 
 collect -> clean -> tokenize -> encode -> train -> evaluate -> sample, each through the same CLI verb a
-user would type (printed before it runs), ending with a short summary. `make demo` runs this.
+user would type (printed before it runs, under the step's name), ending with a short summary and a
+pointer to docs/guide/, which explains every step with numbers from real runs. `make demo` runs this.
 """
 
 from __future__ import annotations
@@ -45,14 +46,13 @@ def run(args) -> int:
     data_dir, run_dir = out / "data", out / "run"
     t0 = time.perf_counter()
     if args.fresh or not (data_dir / "shards" / "manifest.json").is_file():
-        print("=== steps 1-4/7: collect -> clean -> tokenize -> encode (one `data prepare`) ===")
-        _step(
-            1,
-            "collect, clean, tokenize, encode",
-            ["data", "prepare", "--source", args.source, "--out", str(data_dir)],
-        )
+        _step(1, "collect", ["data", "collect", "--source", args.source, "--out", str(data_dir)])
+        _step(2, "clean", ["data", "clean", "--out", str(data_dir)])
+        _step(3, "tokenize", ["data", "tokenizer", "--out", str(data_dir)])
+        _step(4, "encode", ["data", "encode", "--out", str(data_dir)])
     else:
-        print(f"=== steps 1-4/7: data already prepared in {data_dir} (pass --fresh to redo) ===")
+        print(f"=== steps 1-4/7: collect, clean, tokenize, encode: already done in {data_dir} "
+              "(pass --fresh to redo) ===")  # fmt: skip
     if run_dir.exists():
         import shutil
 
@@ -99,7 +99,7 @@ def _summary(data_dir: Path, run_dir: Path, seconds: float) -> None:
     from lmforge import runs
     from lmforge.eval.evaluate import evaluate_run
 
-    report = json.loads((data_dir / "prepare_report.json").read_text(encoding="utf-8"))
+    splits = json.loads((data_dir / "shards" / "manifest.json").read_text(encoding="utf-8"))["splits"]
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     ckpt = runs.find_latest_good(run_dir)
     meta = ckpt.meta if ckpt else {}
@@ -111,8 +111,8 @@ def _summary(data_dir: Path, run_dir: Path, seconds: float) -> None:
     model = config["model"]
     print("\n=== summary ===")
     print(
-        f"data       {report['tokens']['train']:,} train / {report['tokens']['val']:,} val tokens, "
-        f"{report['bytes_per_token']['val']:.2f} bytes/token ({data_dir})"
+        f"data       {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} val tokens, "
+        f"{splits['val']['bytes'] / max(1, splits['val']['tokens']):.2f} bytes/token ({data_dir})"
     )
     print(
         f"model      {model['family']} {model.get('n_layer')} layers x {model.get('n_embd')} wide, "
@@ -131,4 +131,8 @@ def _summary(data_dir: Path, run_dir: Path, seconds: float) -> None:
     print(
         f"total {seconds:.0f}s. Run folder: {run_dir}. Next: `lmforge generate {run_dir} --prompt ...` "
         f"or `lmforge eval {run_dir} --samples 3`."
+    )
+    print(
+        "The guide explains each of these seven steps with numbers and figures from real runs: "
+        "docs/guide/README.md"
     )

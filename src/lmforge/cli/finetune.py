@@ -1,7 +1,8 @@
-"""`lmforge finetune RUN_DIR --task TASK ...`: fine-tune a trained run into a new run folder.
+"""`lmforge finetune BACKBONE --task TASK ...`: fine-tune a trained model into a new run folder.
 
 One verb, one task table: each task is a function of the parsed arguments (``TASKS``), so a new task
-(classification, NER, translation) is one more entry and its options, not another verb.
+is one more entry and its options, not another verb. ``sft`` (chat) starts from an lmforge run;
+classify, sentiment, ner and translate start from an lmforge run or a Hugging Face model folder.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import sys
 from lmforge.errors import UserError
 
 
+def _log(args: argparse.Namespace):
+    return (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+
+
 def run_sft(args: argparse.Namespace):
     from lmforge.finetune.sft import finetune_sft
 
     if not args.train:
         raise UserError("--task sft needs --train FILE.jsonl (or hf:NAME) with conversations")
-    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
-    return finetune_sft(
+    result = finetune_sft(
         args.run_dir,
         args.train,
         args.out,
@@ -28,26 +32,78 @@ def run_sft(args: argparse.Namespace):
         overrides=args.overrides,
         resume=args.resume,
         progress=not args.no_progress and not args.json,
-        log=log,
+        log=_log(args),
+    )
+    return result, {}
+
+
+def run_task(args: argparse.Namespace):
+    from lmforge.finetune.tasks import finetune_task
+
+    if not args.train:
+        raise UserError(f"--task {args.task} needs --train FILE (.jsonl / .csv) or hf:NAME")
+    if args.lora_rank < 0:
+        raise UserError(f"--lora-rank ({args.lora_rank}) must be >= 0 (0 = full fine-tuning)")
+    return finetune_task(
+        args.run_dir,
+        args.task,
+        args.train,
+        args.out,
+        val_spec=args.val,
+        max_steps=args.max_steps,
+        overrides=args.overrides,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        freeze_backbone=args.freeze_backbone,
+        pooling=args.pooling,
+        subtoken=args.subtoken,
+        seq_len=args.seq_len,
+        from_scratch=args.from_scratch,
+        resume=args.resume,
+        progress=not args.no_progress and not args.json,
+        log=_log(args),
     )
 
 
-TASKS = {"sft": run_sft}
+TASKS = {"sft": run_sft, "classify": run_task, "sentiment": run_task, "ner": run_task, "translate": run_task}
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "finetune",
-        help="fine-tune a trained run (chat SFT) into a new run",
-        description="Fine-tune RUN_DIR into a new run folder. --task sft: chat fine-tuning on JSONL "
-        'conversations {"messages": [{"role": "system"|"user"|"assistant", "content": ...}]}.',
+        help="fine-tune a trained model (chat SFT, classification, NER, translation) into a new run",
+        description="Fine-tune BACKBONE (an lmforge run folder; for the classic tasks also a local Hugging "
+        'Face model folder) into a new run folder. sft: JSONL conversations {"messages": [...]}; '
+        'classify / sentiment: {"text", "label"}; ner: {"tokens", "tags"} (BIO); translate: '
+        '{"source", "target"} -- as .jsonl, .csv or hf:NAME.',
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the pretrained run to start from")
-    p.add_argument("--task", required=True, choices=sorted(TASKS), help="what to fine-tune for")
-    p.add_argument("--train", help="training data: a .jsonl file or hf:NAME[:SPLIT]")
-    p.add_argument("--val", help="validation data (default: every 20th training conversation)")
+    p.add_argument("run_dir", metavar="BACKBONE", help="the pretrained run (or Hugging Face folder)")
+    p.add_argument("--task", required=True, choices=list(TASKS), help="what to fine-tune for")
+    p.add_argument("--train", help="training data: .jsonl / .csv file or hf:NAME[:SPLIT]")
+    p.add_argument("--val", help="validation data (default: 1 in 10 training examples by stable hash)")
     p.add_argument("--out", required=True, help="NEW_RUN_DIR to write")
     p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
+    g = p.add_argument_group("classify / sentiment / ner / translate")
+    g.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of rank R (0 = full fine-tuning)")
+    g.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale: update = alpha/R * B A")
+    g.add_argument("--freeze-backbone", action="store_true", help="train the head only (probing)")
+    g.add_argument(
+        "--pooling",
+        choices=["last", "first", "mean"],
+        help="classification: which hidden state (default last for causal models, first for encoders)",
+    )
+    g.add_argument(
+        "--subtoken",
+        choices=["first", "last"],
+        default="first",
+        help="ner: the sub-token of a word that carries its tag (default first)",
+    )
+    g.add_argument("--seq-len", type=int, help="longest input in tokens (default: the backbone's context)")
+    g.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="same architecture, random weights (a baseline for the pretrained backbone)",
+    )
     p.add_argument("--resume", action="store_true", help="continue NEW_RUN_DIR from its newest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
@@ -56,7 +112,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = TASKS[args.task](args)
+    result, metrics = TASKS[args.task](args)
     val = result.final_val
     summary = {
         "task": args.task,
@@ -64,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
         "steps": result.steps,
         "wall_seconds": round(result.wall_seconds, 2),
         "val_loss": val.get("loss"),
-        "val_bpb": val.get("bpb"),
+        "val_bpb": val.get("bpb") if val.get("bpb") == val.get("bpb") else None,  # NaN: a task run
     }
+    summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "n"})
     if args.json:
         print(json.dumps(summary))
     else:

@@ -318,6 +318,21 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         cfg = self.config
         B, T = idx.shape
+        x = self.hidden_states(idx, cache)  # (B, T, C)
+        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
+        logits = project(x, head[: cfg.vocab_size], None, self)  # (B, T, vocab_size), no padding columns
+        if cfg.logit_softcap:
+            cap = cfg.logit_softcap
+            logits = cap * torch.tanh(logits.float() / cap)
+        if targets is None:
+            return logits
+        # Mean cross-entropy in float32 even under bf16 autocast; -1 marks positions to ignore.
+        return F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final-norm output (B, T, C) that the head reads; fine-tuning heads read it too."""
+        cfg = self.config
+        B, T = idx.shape
         pos = 0 if cache is None else cache.pos
         if pos + T > cfg.seq_len or (cache is not None and pos + T > cache.max_len):
             limit = cfg.seq_len if cache is None else min(cfg.seq_len, cache.max_len)
@@ -336,16 +351,7 @@ class GPT(nn.Module):
             x = block(x, cos, sin, self.blocked, None if cache is None else cache.layers[i], pos)
         if cache is not None:
             cache.pos = pos + T
-        x = self.norm_f(x) if self.wpe is None else self.ln_f(x)
-        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
-        logits = project(x, head[: cfg.vocab_size], None, self)  # (B, T, vocab_size), no padding columns
-        if cfg.logit_softcap:
-            cap = cfg.logit_softcap
-            logits = cap * torch.tanh(logits.float() / cap)
-        if targets is None:
-            return logits
-        # Mean cross-entropy in float32 even under bf16 autocast; -1 marks positions to ignore.
-        return F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+        return self.norm_f(x) if self.wpe is None else self.ln_f(x)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameters (vocabulary padding rows included). ``exclude_embeddings`` drops the lookup

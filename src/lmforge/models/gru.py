@@ -98,18 +98,23 @@ class GRULM(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GRUState | None = None):
         cfg = self.config
         B, T = idx.shape
+        out = self.hidden_states(idx, cache)  # (B, T, hidden)
+        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
+        logits = project(self.drop(out), head[: cfg.vocab_size], None, self)  # (B, T, vocab_size)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+
+    def hidden_states(self, idx: torch.Tensor, cache: GRUState | None = None) -> torch.Tensor:
+        """The last GRU layer's output (B, T, hidden) that the head reads; fine-tuning heads read it too."""
         x = self.drop(self.wte(idx))  # (B, T, n_embd)
         if cache is None:
             out, _ = self.gru(x)  # (B, T, hidden)
         else:
             out, h = self.gru(x, cache.h.to(x.dtype))  # h: (n_layer, B, hidden)
             cache.h = h
-            cache.pos += T
-        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
-        logits = project(self.drop(out), head[: cfg.vocab_size], None, self)  # (B, T, vocab_size)
-        if targets is None:
-            return logits
-        return F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+            cache.pos += idx.shape[1]
+        return out
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameters (padding rows included); ``exclude_embeddings`` drops the embedding table."""

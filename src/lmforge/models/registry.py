@@ -13,10 +13,12 @@ from torch import nn
 from lmforge.errors import UserError
 from lmforge.models.gpt import GPT, GPTConfig
 from lmforge.models.gru import GRULM, GRUConfig
+from lmforge.models.heads import TaskConfig, TaskModel
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "gpt": (GPTConfig, GPT),
     "gru": (GRUConfig, GRULM),
+    "task": (TaskConfig, TaskModel),  # a fine-tuned backbone + head (finetune/tasks.py)
 }
 
 

@@ -1,0 +1,33 @@
+"""`make bench`: every benchmark, one after another (never in parallel on a small machine).
+
+Each script prints its own table and writes its JSON under bench/.work/; BENCHMARKS.md quotes them.
+Pass --quick for one round each (a smoke run, not figures to publish).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    rounds = ["--rounds", "1"] if quick else []
+    scripts = [
+        ["bench_data.py", *(["--reps", "1", "--encode-reps", "1", "--no-write"] if quick else [])],
+        ["bench_train.py", *rounds],
+        ["bench_generate.py", *(rounds if quick else ["--write"])],
+        ["bench_speedrun.py", *rounds],
+    ]
+    for script, *args in scripts:
+        print(f"\n===== {script} {' '.join(args)} =====", flush=True)
+        code = subprocess.call([sys.executable, str(HERE / script), *args])
+        if code:
+            sys.exit(f"{script} failed with exit {code}")
+
+
+if __name__ == "__main__":
+    main()
