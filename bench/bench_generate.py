@@ -207,8 +207,8 @@ def main() -> None:
         "## Generation and serving",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, Python "
-        f"{platform.python_version()}, torch {torch.__version__}. Shared with other engineers' jobs while "
-        "it ran, so treat small differences as noise.  ",
+        f"{platform.python_version()}, torch {torch.__version__}. Nothing else ran "
+        "alongside (rerun on a busy machine and the absolute figures drop; the ratios hold better).  ",
         f"Command: `.venv/bin/python bench/bench_generate.py --rounds {args.rounds} --new-tokens {n} "
         f"--threads {args.threads} --write`  ",
         f"Model: the `demo` preset's shape (Qwen3-style GPT, {cfg.n_layer} layers, width {cfg.n_embd}, "
