@@ -143,3 +143,18 @@ def test_shards_from_another_tokenizer_are_refused(trained, char_data, tmp_path,
     (other / "tokenizer" / "meta.json").write_text(json.dumps(meta))
     assert main(train_args(other, tmp_path / "r", "--max-steps", "2")) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_speed_options_keep_the_losses(char_data, tmp_path):
+    # Each speed lever changes how the arithmetic is done, not what is computed: plain attention gives
+    # SDPA's losses to float precision, and bf16 autocast stays within bf16's tolerance.
+    def losses(name, *extra):
+        out = tmp_path / name
+        assert main(train_args(char_data, out, "--max-steps", "8", "train.log_every=1", *extra)) == 0
+        return torch.tensor([r["train/loss"] for r in runs.read_metrics(out) if "train/loss" in r])
+
+    base = losses("sdpa")
+    torch.testing.assert_close(losses("math", "model.attn_impl=math"), base, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(losses("again"), base, rtol=0, atol=0)  # fp32 is exactly repeatable
+    bf16 = losses("bf16", "train.dtype=bfloat16", "model.attn_impl=math")
+    torch.testing.assert_close(bf16, base, rtol=0.02, atol=0.02)
