@@ -55,12 +55,9 @@ def test_typing_a_message_streams_an_answer(server, browser):
     page.wait_for_selector(".msg.user")
     assert page.inner_text(".msg.user") == "say to"
     answer = page.locator(".msg.assistant").first
-    # Streaming: text shows up while the answer is still being generated (done is still "false").
-    page.wait_for_function(
-        "(() => { const a = document.querySelector('.msg.assistant');"
-        " return a && a.textContent.length > 0 && a.dataset.done === 'false'; })()",
-        timeout=30_000,
-    )
+    # Streaming: the page counts the pieces it received and showed (data-chunks); more than one means
+    # the answer appeared while it was still being generated. (Waiting for the transient "still
+    # generating" state instead races the generation, and was flaky on a busy machine.)
     page.wait_for_function("document.querySelector('.msg.assistant').dataset.done === 'true'", timeout=60_000)
     assert int(answer.get_attribute("data-chunks")) > 1
     assert answer.inner_text().strip() and "error" not in (answer.get_attribute("class") or "")
