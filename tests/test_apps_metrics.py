@@ -129,3 +129,14 @@ def test_lora_merge_gives_the_same_outputs():
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
     torch.testing.assert_close(model(idx), before, rtol=1e-5, atol=1e-5)
     assert set(model.state_dict()) == set(GPT(model.config).state_dict())  # plain names again
+
+
+def test_task_examples_from_a_saved_hugging_face_dataset(tmp_path):
+    import datasets
+
+    from lmforge.finetune.task_data import read_examples
+
+    rows = {"text": ["a fine day", "a foul night"], "label": ["comedy", "tragedy"]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
+    examples = read_examples(f"hf:{tmp_path / 'ds'}", "classify")
+    assert [(e["text"], e["label"]) for e in examples] == list(zip(rows["text"], rows["label"], strict=True))

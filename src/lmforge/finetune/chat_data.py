@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lmforge.data.chat_template import ROLES
 from lmforge.errors import UserError
+from lmforge.finetune.task_data import load_hf_split
 
 
 def check_conversation(record, where: str) -> list[dict]:
@@ -60,21 +61,7 @@ def read_jsonl(path: Path) -> list[list[dict]]:
 
 
 def read_hf(spec: str) -> list[list[dict]]:
-    try:
-        import datasets
-    except ImportError:
-        raise UserError("hf: conversations need the `datasets` package; pip install 'lmforge[hf]'") from None
-    name, _, split = spec[3:].partition(":")
-    split = split or "train"
-    try:
-        if Path(name).exists():
-            ds = datasets.load_from_disk(name)
-            ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-        else:
-            ds = datasets.load_dataset(name, split=split)
-    except Exception as exc:  # datasets raises many types; a load failure is the user's to fix
-        why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise UserError(f"could not load Hugging Face dataset '{name}' split '{split}' ({why})") from None
+    name, ds = load_hf_split(spec, "conversations")
     if "messages" not in ds.column_names:
         raise UserError(f"dataset '{name}' has no 'messages' column (has: {', '.join(ds.column_names[:8])})")
     return [check_conversation(row, f"{name}[{i}]") for i, row in enumerate(ds.select_columns(["messages"]))]

@@ -80,11 +80,12 @@ def _records(path: Path):
                     ) from None
 
 
-def _hf_records(spec: str):
+def load_hf_split(spec: str, what: str = "data"):
+    """`hf:NAME[:SPLIT]` -> (name, datasets.Dataset); NAME may be a folder saved with save_to_disk."""
     try:
         import datasets
     except ImportError:
-        raise UserError("hf: data needs the `datasets` package; pip install 'lmforge[hf]'") from None
+        raise UserError(f"hf: {what} needs the `datasets` package; pip install 'lmforge[hf]'") from None
     name, _, split = spec[3:].partition(":")
     split = split or "train"
     try:
@@ -96,6 +97,11 @@ def _hf_records(spec: str):
     except Exception as exc:  # datasets raises many types; a load failure is the user's to fix
         why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UserError(f"could not load Hugging Face dataset '{name}' split '{split}' ({why})") from None
+    return name, ds
+
+
+def _hf_records(spec: str):
+    name, ds = load_hf_split(spec)
     for i, row in enumerate(ds):
         yield f"{name}[{i}]", row
 
