@@ -243,7 +243,7 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir()
         if gathered is None:
-            save_model(_unwrap(model), str(tmp / "model.safetensors"))
+            save_model(unwrap(model), str(tmp / "model.safetensors"))
         else:
             save_file({k: v.contiguous() for k, v in gathered[0].items()}, str(tmp / "model.safetensors"))
         tensors, rest = optimizer_state_to_flat(optimizers, gathered[1] if gathered else None)
@@ -319,7 +319,7 @@ def find_latest_good(run_dir: Path, log=_warn) -> Checkpoint | None:
     return None
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module under torch.compile / DDP wrappers."""
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
@@ -329,7 +329,7 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import load_model
 
     try:
-        missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False)
+        missing, unexpected = load_model(unwrap(model), str(path / "model.safetensors"), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise UserError(f"checkpoint weights {path / 'model.safetensors'} are unreadable: {exc}") from None
     if missing or unexpected:

@@ -213,12 +213,9 @@ def run(args) -> int:
             fault_hook=fault_hook_from_env(),
             dist_info=dist_info,
         )
-    except MemoryError:
-        raise UserError(
-            "out of memory: the batch does not fit; lower train.batch_size or model.seq_len"
-        ) from None
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+    except (MemoryError, RuntimeError) as exc:
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
             raise UserError(
                 "out of memory: the batch does not fit; lower train.batch_size or model.seq_len"
             ) from None

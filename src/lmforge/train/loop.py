@@ -172,7 +172,7 @@ def open_data(data_dir: Path, weights: dict[str, float]) -> TrainData:
         return BatchSampler(pools, batch_size, seq_len, seed, rank=rank, world_size=world_size)
 
     def evaluate(model, max_tokens, batch_size, device, autocast) -> dict:
-        seq_len = _unwrap(model).config.seq_len
+        seq_len = runs.unwrap(model).config.seq_len
         return evaluate_tokens(
             model, val, tokenizer.token_bytes, seq_len, max_tokens, batch_size, device, autocast
         )
@@ -185,11 +185,6 @@ def open_data(data_dir: Path, weights: dict[str, float]) -> TrainData:
         make_sampler=make_sampler,
         evaluate=evaluate,
     )
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 def _check_resume(run_dir: Path, config: RunConfig, tokenizer, manifest_hash: str, allow_data_change: bool):
@@ -657,7 +652,7 @@ def _steps_for_budget(forward, sampler, amp, accum, tcfg, device, t_start, log) 
 
 
 def sampler_seq_len(model: torch.nn.Module) -> int:
-    return _unwrap(model).config.seq_len
+    return runs.unwrap(model).config.seq_len
 
 
 def _ignore(*args) -> None:
