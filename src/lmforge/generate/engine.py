@@ -3,7 +3,8 @@
 With the cache the prompt is processed once (prefill) and then each new token costs one position:
 the GPT keeps keys/values in a preallocated ``KVCache``, the GRU carries its hidden state. Per-token
 Python work is kept to a handful of calls, because at batch 1 on a CPU that overhead, not arithmetic,
-limits speed (issue 4).
+limits speed (issue 4): for our GPT each new position goes through ``FastDecoder.step``
+(``fast_decode.py``), other models through ``model(ids, cache=...)`` under ``decode_layout``.
 
 Past the context: when a GPT's window is full, the oldest half is dropped and the newest
 ``seq_len // 2`` tokens are prefilled again (positions restart at 0, which is what RoPE and learned
@@ -20,11 +21,13 @@ when the generator ends or is closed.
 from __future__ import annotations
 
 import codecs
+import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from lmforge.errors import UserError
+from lmforge.generate.fast_decode import FastDecoder
 from lmforge.generate.sampling import sample_next
 from lmforge.models.layers import decode_layout
 
@@ -72,35 +75,43 @@ def generate_tokens(
 
 
 def _run(model, history, n, max_new_tokens, limit, use_cache, eot_id, sampling) -> Iterator[int]:
-    """Put the model in eval mode and decode-friendly layout for the life of the stream."""
+    """Put the model in eval mode (and, off the fast path, decode-friendly layout) for the stream."""
     if max_new_tokens <= 0:
         return
     was_training = model.training
     model.eval()
+    fast = use_cache and FastDecoder.covers(model)
     try:
-        with decode_layout(model):
-            yield from _decode(model, history, n, max_new_tokens, limit, use_cache, eot_id, sampling)
+        with contextlib.nullcontext() if fast else decode_layout(model):
+            yield from _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, sampling)
     finally:
         model.train(was_training)
 
 
-def _decode(model, history, n, max_new_tokens, limit, use_cache, eot_id, sampling) -> Iterator[int]:
-    """The loop of ``generate_tokens``; history (1, n + max_new_tokens) holds the prompt in [:n]."""
+def _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, sampling) -> Iterator[int]:
+    """The loop of ``generate_tokens``; history (1, n + max_new_tokens) holds the prompt in [:n].
+    With ``fast`` each new position goes through ``FastDecoder.step`` instead of ``model(...)``."""
     temperature, top_k, top_p, repetition_penalty, generator = sampling
     penalise = repetition_penalty != 1.0
+    greedy = temperature <= 0 and not penalise
     param = next(model.parameters())
     keep = max(1, limit // 2) if limit is not None else 0
     start = 0  # ids before `start` have slid out of the window
     with torch.inference_mode():
         cache = model.new_cache(1, limit, device=param.device, dtype=param.dtype) if use_cache else None
         logits = model(history[:, :n], cache=cache)[:, -1]  # (1, vocab_size)
+        step = FastDecoder(model, cache).step if fast else None
+    ids = history[0]  # (n + max_new_tokens,)
     for i in range(max_new_tokens):
         with torch.inference_mode():
-            prev = history[:, :n] if penalise else None
-            token = sample_next(logits, temperature, top_k, top_p, generator, repetition_penalty, prev)
-            history[:, n] = token
+            if greedy:  # sample_next at temperature 0, without its general-case work
+                token_id = int(logits.float().argmax())
+            else:
+                prev = history[:, :n] if penalise else None
+                token = sample_next(logits, temperature, top_k, top_p, generator, repetition_penalty, prev)
+                token_id = int(token)
+            ids[n] = token_id
         n += 1
-        token_id = int(token)
         if token_id == eot_id:
             return
         yield token_id
@@ -113,7 +124,9 @@ def _decode(model, history, n, max_new_tokens, limit, use_cache, eot_id, samplin
                     cache.reset()
                     logits = model(history[:, start:n], cache=cache)[:, -1]  # prefill the kept half
                     continue
-            if cache is not None:
+            if step is not None:
+                logits = step(token_id)  # one new position, the fast way
+            elif cache is not None:
                 logits = model(history[:, n - 1 : n], cache=cache)[:, -1]  # one new position
             else:
                 logits = model(history[:, start:n])[:, -1]  # the whole window again
