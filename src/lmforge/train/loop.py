@@ -295,7 +295,7 @@ def train(
         if config.optim.name == "muon":
             raise UserError("optim.name=muon is not supported with train.parallel=fsdp; use adamw or ddp")
         sharding.shard_model(model)
-    optimizers = build_optimizers(config.optim, model, mcfg.vocab_size, device.type)
+    optimizers = build_optimizers(config.optim, model, mcfg.vocab_size, device.type, sharded=fsdp)
     start_step, tokens_seen, wall_before, max_steps = 0, 0, 0.0, tcfg.max_steps
     best_val, best_step, skipped = math.inf, None, 0
     lr_scale, rollbacks, bad_in_a_row, resumed_losses = 1.0, 0, 0, []
