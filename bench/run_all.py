@@ -19,7 +19,7 @@ def main() -> None:
     scripts = [
         ["bench_data.py", *(["--reps", "1", "--encode-reps", "1", "--no-write"] if quick else [])],
         ["bench_train.py", *rounds],
-        ["bench_generate.py", *(rounds if quick else ["--write"])],
+        ["bench_generate.py", "--shapes", "demo,large", *(rounds if quick else ["--write"])],
         ["bench_speedrun.py", *rounds],
     ]
     for script, *args in scripts:
