@@ -76,7 +76,7 @@ class _RMSNormFn(torch.autograd.Function):
     """RMSNorm with a hand-written backward: ~10 tensor ops for forward + backward instead of ~25.
 
     ``F.rms_norm`` has no fused CPU kernel, so autograd records every op of its composite and
-    replays each one's backward; at the speedrun's width the norms were ~12% of a training step.
+    replays each one's backward; at width 128 the norms were ~10% of a training step.
     Arithmetic in fp32 (inputs are upcast), result in the input's dtype.
     """
 
@@ -151,8 +151,8 @@ class _GELUTanhFn(torch.autograd.Function):
     """GPT-2's tanh GELU through the identity 0.5 * (1 + tanh(z)) = sigmoid(2z).
 
     On the 2-core Zen 4 CPU ATen's tanh-GELU kernels took 7 ms forward and 6 ms backward on a
-    (4096, 1536) bf16 tensor -- its tanh is slow -- while sigmoid, multiply and addcmul take ~0.6 ms
-    each; these 4 + 6 ops halve the MLP activation's cost at nanoGPT's GPU shape (issue 4).
+    (4096, 1536) bf16 tensor -- its tanh is slow -- while sigmoid, multiply and addcmul take 0.6-1.4
+    ms each; these 4 + 6 ops cost ~4.4 + 5.2 ms, a quarter less, at nanoGPT's GPU shape (issue 4).
     """
 
     @staticmethod
