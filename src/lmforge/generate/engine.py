@@ -93,7 +93,6 @@ def _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, s
     With ``fast`` each new position goes through ``FastDecoder.step`` instead of ``model(...)``."""
     temperature, top_k, top_p, repetition_penalty, generator = sampling
     penalise = repetition_penalty != 1.0
-    greedy = temperature <= 0 and not penalise
     param = next(model.parameters())
     keep = max(1, limit // 2) if limit is not None else 0
     start = 0  # ids before `start` have slid out of the window
@@ -104,13 +103,9 @@ def _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, s
     ids = history[0]  # (n + max_new_tokens,)
     for i in range(max_new_tokens):
         with torch.inference_mode():
-            if greedy:  # sample_next at temperature 0, without its general-case work
-                token_id = int(logits.float().argmax())
-            else:
-                prev = history[:, :n] if penalise else None
-                token = sample_next(logits, temperature, top_k, top_p, generator, repetition_penalty, prev)
-                token_id = int(token)
-            ids[n] = token_id
+            prev = history[:, :n] if penalise else None
+            token = sample_next(logits, temperature, top_k, top_p, generator, repetition_penalty, prev)
+            token_id = ids[n] = int(token)
         n += 1
         if token_id == eot_id:
             return
