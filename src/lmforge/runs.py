@@ -17,7 +17,7 @@ skipped (with a message) in favour of the previous good one.
 Why no pickle: a checkpoint may come from someone else. Weights and optimizer tensors are stored with
 `safetensors` and everything else as JSON, so loading a checkpoint can never run code. `safetensors`
 itself checks a file's header before touching the data (header length capped at 100 MB, offsets in
-bounds, contiguous and matching dtype x shape -- tests/test_reliability_safety.py holds it to that),
+bounds, contiguous and matching dtype x shape -- tests/train/test_reliability_safety.py holds it to that),
 so a hostile file ends in a clean UserError, not a huge allocation; nothing here calls `torch.load`.
 
 Why a required-piece check on top of the checksums: a manifest only proves the files are the ones

@@ -17,7 +17,7 @@ preallocated buffers:
   streamed fastest from memory for a one-row product (see ``_weights_t``).
 
 The arithmetic is the model's, reordered: logits agree with ``GPT.forward`` to float rounding and the
-tokens with the module path (tests/test_fast_decode.py). The laid-out weights are kept per model and
+tokens with the module path (tests/generate/test_fast_decode.py). The laid-out weights are kept per model and
 rebuilt when a parameter changes (``prepared``), so only the first stream pays for the copies.
 ``FastDecoder.covers`` says which models it serves (our GPT, either style, float32 weights); anything
 else -- LoRA-wrapped layers, the GRU, task heads, bf16 -- keeps the ``model(ids, cache=...)`` path.

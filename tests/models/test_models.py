@@ -209,7 +209,7 @@ def test_registry_and_presets():
         config_from_dict({"family": "gpt", "n_layers": 2})
     with pytest.raises(UserError, match="model.family"):
         config_from_dict({"family": "lstm"})
-    presets = sorted(Path(__file__).parent.parent.joinpath("configs").glob("g*.toml"))
+    presets = sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("g*.toml"))
     assert len(presets) >= 4
     for path in presets:
         section = tomllib.loads(path.read_text())["model"]

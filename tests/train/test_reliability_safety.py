@@ -28,7 +28,7 @@ from lmforge.data.shards import open_shard, write_shard
 from lmforge.errors import UserError
 from test_reliability_support import copy_until, fix_manifest, reference_run, train_args
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
+SRC = Path(__file__).resolve().parents[2] / "src" / "lmforge"
 
 
 class Payload:

@@ -11,7 +11,7 @@ import pytest
 from lmforge.config import load_config
 from lmforge.models.registry import build_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "guide"
 PRESETS = sorted((ROOT / "configs").glob("*.toml"))
 
