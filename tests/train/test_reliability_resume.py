@@ -47,7 +47,8 @@ def five_kills(char_data, tmp_path_factory):
     stages = []
     for point, step, _, _ in KILLS:
         before = sorted(p.name for p in (out / "ckpt").iterdir()) if (out / "ckpt").is_dir() else []
-        proc = cli([*train_args(char_data, out, "--resume")], fault=f"{point}:{step}")
+        resume = ["--resume"] if (out / "config.json").is_file() else []  # the first start is fresh
+        proc = cli([*train_args(char_data, out, *resume)], fault=f"{point}:{step}")
         after = sorted(p.name for p in (out / "ckpt").iterdir())
         stages.append({"proc": proc, "before": before, "after": after, "last_step": last_logged_step(out)})
     assert main(train_args(char_data, out, "--resume")) == 0

@@ -11,10 +11,12 @@ traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 
-from lmforge import __version__
+from lmforge import __version__, locks
 from lmforge.errors import UserError
 
 # Verb modules, imported lazily so that `lmforge --help` does not pay for `import torch`.
@@ -46,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # the command line as given (a launcher re-runs it under torchrun)
+    # A file-size limit (ulimit -f) then fails the write with EFBIG -- one `error: could not write`
+    # line from lmforge.io -- instead of killing the process in the middle of it.
+    with contextlib.suppress(ValueError):  # called from a thread: signals belong to the main one
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        locks.release_all()  # a verb's folder locks last as long as the verb (the process, from a shell)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
+
+from lmforge import locks
 
 
 class _SourceAction(argparse.Action):
@@ -205,6 +208,9 @@ def run(args) -> int:
 
     out = Path(args.out)
     verb = args.data_verb
+    if verb != "verify":  # a writer: one at a time, and never into a run or sweep folder
+        command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
+        locks.claim_folder(out, "data", "--out", command, f"`data {verb}` would replace its files")
     if verb == "prepare":
         sources, collect_cfg = _collect_cfg(args)
         cfg = P.PrepareConfig(

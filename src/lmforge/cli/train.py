@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 from pathlib import Path
 
+from lmforge import io, locks
 from lmforge.errors import UserError
+from lmforge.memory import check_fits
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 # Test-only fault injection at exact points, never by timing: LMFORGE_FAULT="ITEM[,ITEM...]", ITEM =
@@ -120,30 +123,22 @@ def fault_hook_from_env():
 
 
 def build_config(args, vocab_size: int):
-    from lmforge.config import apply_updates, build_run_config, flatten, parse_override, read_toml
+    """The run's config: its saved config.json on --resume, then --config, flags, key=value overrides."""
+    from lmforge import runs
+    from lmforge.cli.options import config_updates
+    from lmforge.config import load_config
 
-    tree: dict = {}
-    run_config = Path(args.out) / "config.json"
-    if args.resume and run_config.is_file():
-        apply_updates(tree, flatten(json.loads(run_config.read_text(encoding="utf-8"))))
-    preset = resolve_preset(args.config)
-    if preset:
-        apply_updates(tree, flatten(read_toml(preset)))
-    updates = {}
-    if args.model:
-        updates["model.family"] = args.model
-    if args.max_steps is not None:
-        updates["train.max_steps"] = args.max_steps
-    if args.max_tokens is not None:
-        updates["train.max_tokens"] = args.max_tokens
-    if args.time_budget is not None:
-        updates["train.time_budget"] = args.time_budget
-    if getattr(args, "tensorboard", False):
-        updates["train.tensorboard"] = True
-    updates.update(dict(parse_override(o) for o in args.overrides))
-    apply_updates(tree, updates)
-    tree.setdefault("data", {})["path"] = str(args.data)
-    return build_run_config(tree, vocab_size)
+    saved = None
+    if args.resume and (Path(args.out) / "config.json").is_file():
+        saved = runs.read_run_config(Path(args.out)).to_dict()
+    return load_config(
+        resolve_preset(args.config),
+        args.overrides,
+        vocab_size,
+        saved=saved,
+        flags=config_updates(args),
+        fixed={"data.path": str(args.data)},
+    )
 
 
 def make_sampler(tokenizer, max_new_tokens: int, seed: int):
@@ -187,7 +182,6 @@ def launch(args, argv: list[str]) -> int:
 def run(args) -> int:
     from lmforge import dist
     from lmforge.data.tokenizer import load_tokenizer
-    from lmforge.train.loop import train
 
     dist_info = dist.from_env()
     if args.nproc and args.nproc > 1 and not dist_info.enabled:
@@ -197,9 +191,50 @@ def run(args) -> int:
         raise UserError(
             f"data folder '{data_dir}' does not exist; make it with `lmforge data prepare --out {data_dir}`"
         )
-    tokenizer = load_tokenizer(data_dir / "tokenizer")
-    config = build_config(args, tokenizer.vocab_size)
+    check_out_folder(data_dir, Path(args.out), args.resume)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
+    lock = locks.holding(args.out, "--out", command) if dist_info.is_main else contextlib.nullcontext()
+    with lock:
+        if dist_info.is_main:
+            for name in io.remove_temporaries(args.out):  # left by a process stopped mid-write
+                what = "checkpoint" if name.startswith("ckpt/") else "file"
+                log(f"removed unfinished {what} {name.rpartition('/')[2]}")
+        tokenizer = load_tokenizer(data_dir / "tokenizer")
+        config = build_config(args, tokenizer.vocab_size)
+        if config.train.device != "cuda":
+            check_fits(config)
+        return _train(args, config, data_dir, tokenizer, dist_info, log)
+
+
+def check_out_folder(data_dir: Path, out: Path, resume: bool) -> None:
+    """Refuse an --out that is not a run folder (or, with --resume, not an existing run)."""
+    from lmforge import runs
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a folder; choose another --out")
+    kind = locks.folder_kind(out)
+    if out.resolve() == data_dir.resolve() or kind == "data":
+        raise UserError(
+            f"--out '{out}' is a data folder; training into it would overwrite its tokenizer -- "
+            "choose a new run folder for --out"
+        )
+    if kind == "sweep":
+        raise UserError(f"--out '{out}' is a sweep folder; choose a new run folder for --out")
+    if resume:
+        if not (out / "config.json").is_file():
+            raise UserError(
+                f"--resume: '{out}' holds no run to continue (no config.json); check --out, "
+                "or drop --resume to start a new run"
+            )
+        runs.read_run_config(out)  # a damaged config.json / run.json names itself before training
+        runs.read_run_info(out)
+
+
+def _train(args, config, data_dir: Path, tokenizer, dist_info, log) -> int:
+    from lmforge import dist
+    from lmforge.train.loop import train
+
     try:
         result = train(
             config,

@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from lmforge import runs
+from lmforge import io, runs
 from lmforge.errors import UserError
 from lmforge.eval.plots import plot_curves, split_records
 
@@ -58,7 +58,7 @@ def summarize(run_dir: Path) -> dict:
     train, val = split_records(records)
     ckpt = runs.find_latest_good(run_dir, log=lambda _msg: None)
     meta = ckpt.meta if ckpt else {}
-    info = _read_json(run_dir / "run.json")
+    info = runs.read_run_info(run_dir)
     data_dir = Path(info.get("data_dir", config.data.path or ""))
     manifest = _read_json(data_dir / "shards" / "manifest.json") if str(data_dir) else {}
     train_split = manifest.get("splits", {}).get("train", {})
@@ -297,7 +297,7 @@ def run_report(
         )
     )
     path = out_dir / "report.md"
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    io.write_text(path, "\n".join(md) + "\n")
     return path
 
 
@@ -359,5 +359,5 @@ def compare_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     )
     md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "report.md"
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    io.write_text(path, "\n".join(md) + "\n")
     return path

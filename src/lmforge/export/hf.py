@@ -167,7 +167,7 @@ def import_hf(
     from lmforge.config import OptimConfig, RunConfig, TrainConfig
     from lmforge.data.files import atomic_dir
     from lmforge.models.registry import build_model
-    from lmforge.runs import save_checkpoint, write_json_atomic
+    from lmforge.runs import save_checkpoint, tokenizer_files_hash, write_json_atomic
     from lmforge.train.optim import build_optimizers
 
     hf_dir, out_dir = Path(hf_dir), Path(out_run_dir)
@@ -204,6 +204,7 @@ def import_hf(
             "architecture": architecture,
             "data_dir": None,
             "tokenizer_hash": tokenizer.hash,
+            "tokenizer_files_hash": tokenizer_files_hash(tmp / "tokenizer"),
             "manifest_hash": None,
             "torch_version": torch.__version__,
         }

@@ -73,9 +73,9 @@ def build_backbone(cfg: TaskConfig) -> nn.Module:
         from lmforge.models.hf_backbone import HFBackbone
 
         return HFBackbone(spec["config"], bool(spec.get("encoder")), cfg.head == "lm", cfg.pad_id)
-    from lmforge.models.registry import config_from_dict
+    from lmforge.models.registry import model_config_from_dict
 
-    model_cfg = config_from_dict(spec["model"])
+    model_cfg = model_config_from_dict(spec["model"])
     from lmforge.models.registry import MODELS
 
     return MODELS[model_cfg.family][1](model_cfg)

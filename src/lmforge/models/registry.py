@@ -22,7 +22,7 @@ MODELS: dict[str, tuple[type, type[nn.Module]]] = {
 }
 
 
-def config_from_dict(values: dict[str, Any]) -> GPTConfig | GRUConfig:
+def model_config_from_dict(values: dict[str, Any]) -> GPTConfig | GRUConfig:
     """A model config from a ``[model]`` table / config.json section (``family`` picks the class).
 
     Unknown keys are a UserError naming them, not silently dropped.

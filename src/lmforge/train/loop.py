@@ -88,7 +88,7 @@ def bad_step(loss: float, grad_norm: float, recent: Sequence[float]) -> str | No
 
 
 class StopFlag:
-    """SIGINT / SIGTERM set a flag checked at step boundaries; a second Ctrl-C stops at once."""
+    """SIGINT / SIGTERM set a flag checked at step boundaries; a second signal stops at once."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -101,8 +101,8 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: leave now (checkpoints on disk are atomic)
+        if self.reason is not None:  # a second signal: leave now, even mid-step (checkpoints are atomic)
+            raise KeyboardInterrupt
         self.reason = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
 
     def __exit__(self, *exc):
@@ -271,6 +271,7 @@ def train(
             {
                 "data_dir": data.source,
                 "tokenizer_hash": tokenizer.hash,
+                "tokenizer_files_hash": runs.tokenizer_files_hash(data.tokenizer_dir),
                 "manifest_hash": manifest_hash,
                 "lmforge_version": runs.__version__,
                 "torch_version": torch.__version__,
