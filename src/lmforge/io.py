@@ -22,6 +22,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -36,17 +37,20 @@ TMP_PREFIX = ".tmp-"
 TMP_PREFIXES = (".tmp-",)
 MAX_LINE_BYTES = 16 << 20  # longest log line read back; longer ones are skipped, not held in memory
 
-_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# The errors of a write the machine refused (not a bug): disk full, file-size limit, read-only.
+WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS})
 
 
 def _warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def write_error(path: Path, exc: BaseException) -> UserError:
+def write_error(path: str | Path, exc: BaseException) -> UserError:
     """The one-line error for a failed write of `path`."""
     code = getattr(exc, "errno", None)
     reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    io_error = re.search(r"I/O error: (.+?) \(os error \d+\)", reason)  # safetensors' wording
+    reason = io_error.group(1) if io_error else reason
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         hint = "make the folder writable or choose another output folder"
     else:

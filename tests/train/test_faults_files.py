@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -155,3 +156,42 @@ def test_train_with_a_damaged_log_line_still_reports(reference, tmp_path):
         handle.write(b"\x00\x00\x00")
     assert runs.read_metrics(out, log=lambda _m: None)[-1]["step"] == 30
     assert json.loads((out / "run.json").read_text())["tokenizer_hash"]
+
+
+def _tiny_file_size_limit():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # the weights (~150 kB) cannot fit
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_export_on_a_full_disk_is_one_line(reference, tmp_path):
+    pytest.importorskip("transformers")
+    out = tmp_path / "hf"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmforge", "export", str(reference), "--out", str(out), "--no-verify"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        preexec_fn=_tiny_file_size_limit, timeout=300,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: could not write "), lines
+    assert "model.safetensors (File too large); free disk space" in lines[0]
+    assert not out.exists()  # written aside and renamed into place only when complete
+
+
+def test_finetune_into_a_data_folder_is_refused(reference, char_data, tmp_path, capsys):
+    args = ["finetune", str(reference), "--task", "sft", "--train", "x.jsonl", "--out", str(char_data)]
+    assert main(args) == 2
+    assert "is a data folder" in capsys.readouterr().err
+
+
+def test_data_prepare_on_a_full_disk_is_one_line(tiny_corpus, tmp_path):
+    out = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmforge", "data", "prepare", "--source", str(tiny_corpus), "--out", str(out),
+         "--tokenizer", "char"],
+        capture_output=True, text=True, preexec_fn=_tiny_file_size_limit, timeout=300,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: could not write "), lines
+    assert "free disk space" in lines[0]

@@ -5,7 +5,8 @@ This package is the only place that reads `argv`. Each verb lives in its own mod
 and sets `func` to a function taking the parsed arguments and returning an exit code.
 
 User mistakes arrive as `UserError` and end in one line on stderr and exit code 2, never a
-traceback; anything else is a bug and keeps its traceback.
+traceback; so does a write that a full, read-only or size-limited disk refused, wherever it
+happened. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import importlib
 import signal
 import sys
 
-from lmforge import __version__, locks
+from lmforge import __version__, io, locks
 from lmforge.errors import UserError
 
 # Verb modules, imported lazily so that `lmforge --help` does not pay for `import torch`.
@@ -59,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in io.WRITE_FAILURES:  # anything but a full / read-only / size-limited disk
+            raise
+        print(f"error: {io.write_error(exc.filename or 'a file', exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

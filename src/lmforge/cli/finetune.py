@@ -112,6 +112,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge import locks
+
+    command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
+    locks.claim_folder(args.out, "run", "--out", command, "fine-tuning into it would overwrite its files")
     result, metrics = TASKS[args.task](args)
     val = result.final_val
     summary = {

@@ -35,6 +35,7 @@ from lmforge.export.hf_maps import (
     to_gpt2,
     to_llama,
 )
+from lmforge.io import write_error
 
 DEFAULT_MAX_STEPS = 1000  # train.max_steps written into an imported run (what --resume continues to)
 
@@ -88,9 +89,13 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, verify: bool = True, ste
         tf.GenerationConfig(
             bos_token_id=tok.eot_id, eos_token_id=tok.eot_id, pad_token_id=tok.eot_id, do_sample=False
         ).save_pretrained(tmp)
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        try:
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        except SafetensorError as exc:  # safetensors reports a full disk as its own error
+            raise write_error(out_dir / "model.safetensors", exc) from None
         _write_tokenizer_files(run_dir / "tokenizer", tok, cfg.seq_len, tmp)
         if verify:
             report["verify"] = _verify(run.model, tok, tmp)
