@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from lmforge.cli.options import add_config_flags
 from lmforge.errors import UserError
 
 
@@ -82,7 +83,7 @@ def register(subparsers) -> None:
     p.add_argument("--train", help="training data: .jsonl / .csv file or hf:NAME[:SPLIT]")
     p.add_argument("--val", help="validation data (default: 1 in 10 training examples by stable hash)")
     p.add_argument("--out", required=True, help="NEW_RUN_DIR to write")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
+    add_config_flags(p, ["max_steps"])
     g = p.add_argument_group("classify / sentiment / ner / translate")
     g.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of rank R (0 = full fine-tuning)")
     g.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale: update = alpha/R * B A")

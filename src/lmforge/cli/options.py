@@ -21,14 +21,30 @@ SAMPLING_HELP = {
     "seed": "seed for reproducible sampling",
 }
 
-# Flags that are shortcuts for a dotted config key (`--max-steps 100` = `train.max_steps=100`).
-CONFIG_FLAGS = {
-    "model": "model.family",
-    "max_steps": "train.max_steps",
-    "max_tokens": "train.max_tokens",
-    "time_budget": "train.time_budget",
-    "tensorboard": "train.tensorboard",
+# Flags that are shortcuts for a dotted config key (`--max-steps 100` = `train.max_steps=100`):
+# flag -> (key, argparse keywords). Their values go through the same checks as `key=value`.
+CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "model": ("model.family", {"choices": ["gpt", "gru"], "help": "model family (model.family)"}),
+    "max_steps": ("train.max_steps", {"type": int, "help": "optimizer steps (train.max_steps)"}),
+    "max_tokens": (
+        "train.max_tokens",
+        {"type": int, "help": "stop after this many training tokens (train.max_tokens)"},
+    ),
+    "time_budget": (
+        "train.time_budget",
+        {"type": float, "help": "wall seconds; sizes the schedule to fit (train.time_budget)"},
+    ),
+    "tensorboard": (
+        "train.tensorboard",
+        {"action": "store_true", "help": "also log to RUN_DIR/tb/ (train.tensorboard=true)"},
+    ),
 }
+
+
+def add_config_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """Add the CONFIG_FLAGS shortcuts `names` to a verb's parser."""
+    for name in names:
+        parser.add_argument("--" + name.replace("_", "-"), **CONFIG_FLAGS[name][1])
 
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +73,7 @@ def sampling_config(args: argparse.Namespace):
 def config_updates(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted config updates from the shortcut flags a verb has and the user gave (CONFIG_FLAGS)."""
     updates: dict[str, Any] = {}
-    for flag, key in CONFIG_FLAGS.items():
+    for flag, (key, _) in CONFIG_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None and value is not False:
             updates[key] = value

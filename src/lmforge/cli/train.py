@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from lmforge import io, locks
+from lmforge.cli.options import add_config_flags
 from lmforge.errors import UserError
 from lmforge.memory import check_fits
 
@@ -35,19 +36,11 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="DATA_DIR made by `lmforge data prepare`")
     p.add_argument("--out", required=True, help="RUN_DIR to write (config, metrics, checkpoints)")
     p.add_argument("--config", help="preset TOML file, or a name from configs/ (e.g. gpt-small)")
-    p.add_argument("--model", choices=["gpt", "gru"], help="model family (sets model.family)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
-    p.add_argument("--max-tokens", type=int, help="stop after this many training tokens (train.max_tokens)")
-    p.add_argument(
-        "--time-budget", type=float, help="wall seconds; sizes the schedule to fit (train.time_budget)"
-    )
+    add_config_flags(p, ["model", "max_steps", "max_tokens", "time_budget", "tensorboard"])
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its newest good checkpoint")
     p.add_argument("--allow-data-change", action="store_true", help="resume even if the shards changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, help="train on N processes of this machine (launches torchrun, DDP)")
-    p.add_argument(
-        "--tensorboard", action="store_true", help="also log to RUN_DIR/tb/ (train.tensorboard=true)"
-    )
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=3e-4")
     p.set_defaults(func=run)
