@@ -154,7 +154,7 @@ def test_builtin_corpus_through_cli(tmp_path, capsys, monkeypatch):
     [
         (["--source", "MISSING"], "does not exist"),
         (["--source", "EMPTY"], "corpus is empty"),
-        (["--source", "SHORT"], "removed all 1 documents"),
+        (["--source", "LONG", "--min-chars", "5000"], "removed all 1 documents"),
         (["--source", "SHORT", "--min-chars", "1"], "needs at least 1,000"),
         (["--source", "LONG", "--tokenizer", "char", "--vocab-size", "3", "--split", "tail"],
          "smaller than the alphabet"),

@@ -138,6 +138,8 @@ def clean(
                 writer.write(out, source)
             t_clean += time.perf_counter() - t0
         writer.close()
+        if cleaner.chars_in < MIN_CORPUS_CHARS:
+            raise too_small_error(cleaner.chars_in, "")
         cleaner.check_not_empty()
         report = cleaner.report() | _timing(t_clean, n_bytes)
         write_json(tmp / "clean_report.json", report)
@@ -180,16 +182,20 @@ def iter_split(
                 yield "val", text[cut:], source
 
 
+def too_small_error(n_chars: int, when: str) -> UserError:
+    return UserError(
+        f"the corpus has {n_chars:,} characters{when}; lmforge needs at least {MIN_CORPUS_CHARS:,} to "
+        "train and validate on: add text with another --source"
+    )
+
+
 def resolve_split(out_dir: Path, cfg: SplitConfig) -> SplitConfig:
     """The split to use: `cfg` itself for hash/tail, else the auto choice with its reason.
 
     Also the one place that refuses a corpus too small to train on."""
     report = read_json(Path(out_dir) / "clean" / "clean_report.json", "`lmforge data clean`")
     if report["chars_out"] < MIN_CORPUS_CHARS:
-        raise UserError(
-            f"the corpus has {report['chars_out']:,} characters after cleaning; lmforge needs at least "
-            f"{MIN_CORPUS_CHARS:,} to train and validate on: add text with another --source"
-        )
+        raise too_small_error(report["chars_out"], " after cleaning")
     if cfg.mode != "auto":
         return cfg
     n_docs = val_docs = val_chars = 0
