@@ -92,6 +92,8 @@ def main() -> None:
                 "char",
                 "--split",
                 "tail",
+                "--doc-split",
+                "file",  # nanoGPT's recipe: the whole file, no document breaks in the token stream
                 "--json",
             ]
         )

@@ -115,7 +115,7 @@ def prepare_data(folder: Path, specs: list[str], tokenizer: str, cache_dir: Path
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         sources = [SourceSpec(s, (weights or {}).get(s, 1.0)) for s in specs]
-        split = P.SplitConfig()
+        split = P.SplitConfig("hash")  # whole plays in validation, as the guide's pages describe
         reports = {
             "collect": P.collect(sources, CollectConfig(cache_dir=cache_dir), folder),
             "clean": P.clean(folder, P.CleanConfig()),

@@ -131,3 +131,17 @@ def test_a_second_prepare_replaces_the_first_whole(tmp_path, capsys):
     assert main(["data", "prepare", "--source", str(tmp_path / "b.txt"), "--out", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sources"].keys() == {"b"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_train_on_a_file_names_a_prepare_command_that_works(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": prose(s, 20)}) + "\n" for s in range(10)))
+    assert main(["train", "--data", str(rows), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    command = err.split("`")[1].split()
+    assert command[:2] == ["lmforge", "data"] and "--source" in command
+    assert main(command[1:]) == 0  # the suggested command itself succeeds
+    assert (
+        tmp_path / "rows_data" / "shards" / "manifest.json"
+    ).is_file() and f"--data {tmp_path / 'rows_data'}" in err

@@ -48,8 +48,11 @@ def run(args) -> int:
     if args.fresh or not (data_dir / "shards" / "manifest.json").is_file():
         _step(1, "collect", ["data", "collect", "--source", args.source, "--out", str(data_dir)])
         _step(2, "clean", ["data", "clean", "--out", str(data_dir)])
-        _step(3, "tokenize", ["data", "tokenizer", "--out", str(data_dir)])
-        _step(4, "encode", ["data", "encode", "--out", str(data_dir)])
+        # the built-in corpus: whole plays in validation (hash split), as the demo's figures were made;
+        # any other source: the automatic choice
+        split = ["--split", "hash"] if args.source.startswith("shakespeare") else []
+        _step(3, "tokenize", ["data", "tokenizer", "--out", str(data_dir), *split])
+        _step(4, "encode", ["data", "encode", "--out", str(data_dir), *split])
     else:
         print(f"=== steps 1-4/7: collect, clean, tokenize, encode: already done in {data_dir} "
               "(pass --fresh to redo) ===")  # fmt: skip

@@ -193,9 +193,16 @@ def run(args) -> int:
     if args.nproc and args.nproc > 1 and not dist_info.enabled:
         return launch(args, strip_nproc(sys.argv[1:] if args.argv is None else list(args.argv)))
     data_dir = Path(args.data)
+    if data_dir.is_file():  # raw text given where a prepared folder belongs: name the command that makes one
+        folder = data_dir.with_name(f"{data_dir.name.split('.')[0]}_data")
+        raise UserError(
+            f"--data '{data_dir}' is a file, not a data folder; make one with `lmforge data prepare "
+            f"--source {data_dir} --out {folder}` and pass --data {folder}"
+        )
     if not data_dir.is_dir():
         raise UserError(
-            f"data folder '{data_dir}' does not exist; make it with `lmforge data prepare --out {data_dir}`"
+            f"data folder '{data_dir}' does not exist; make it with "
+            f"`lmforge data prepare --source YOUR_TEXT --out {data_dir}`"
         )
     tokenizer = load_tokenizer(data_dir / "tokenizer")
     config = build_config(args, tokenizer.vocab_size)
