@@ -129,7 +129,7 @@ def prepare_data(folder: Path, specs: list[str], tokenizer: str, cache_dir: Path
 
 def train_run(folder: Path, data_dir: Path, preset: str | None, overrides: dict, threads: int) -> dict:
     """Train (cached by settings + data) and return the result with the run's metrics."""
-    from lmforge import runs
+    from lmforge import presets, runs
     from lmforge.config import load_config
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.train.loop import train
@@ -140,7 +140,7 @@ def train_run(folder: Path, data_dir: Path, preset: str | None, overrides: dict,
         say(f"train: {folder.name} ({preset or 'defaults'}, {len(overrides)} overrides)")
         shutil.rmtree(folder, ignore_errors=True)
         vocab = load_tokenizer(data_dir / "tokenizer").vocab_size
-        preset_path = ROOT / "configs" / f"{preset}.toml" if preset else None
+        preset_path = presets.path(preset) if preset else None
         config = load_config(preset_path, {**overrides, "train.threads": threads}, vocab)
         start = time.perf_counter()
         result = train(config, data_dir, folder, progress=False, log=lambda _m: None)
@@ -396,6 +396,7 @@ def param_table_md(model) -> str:
 def step_model(cache: Path, figures) -> dict:
     import torch
 
+    from lmforge import presets
     from lmforge.config import load_config
     from lmforge.data.shards import open_split
     from lmforge.data.tokenizer import load_tokenizer
@@ -406,7 +407,7 @@ def step_model(cache: Path, figures) -> dict:
     data = cache / "data" / "modern"
     tok = load_tokenizer(data / "tokenizer")
     val = open_split(data / "shards", "val")
-    cfg = load_config(ROOT / "configs" / f"{PRESET}.toml", {}, tok.vocab_size).model
+    cfg = load_config(presets.path(PRESET), {}, tok.vocab_size).model
     torch.manual_seed(1337)
     model = build_model(cfg)
     assert sum(c for _, _, c in model.param_table()) == model.num_params()
@@ -438,7 +439,7 @@ def step_model(cache: Path, figures) -> dict:
     figures.transformer_block(cfg, IMG / "transformer_block.png")
     figures.activations(IMG / "activations.png")
 
-    gcfg = load_config(ROOT / "configs" / "gru-small.toml", {}, tok.vocab_size).model
+    gcfg = load_config(presets.path("gru-small"), {}, tok.vocab_size).model
     torch.manual_seed(1337)
     gru = build_model(gcfg)
     assert sum(c for _, _, c in gru.param_table()) == gru.num_params()

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", default="demo", help="folder for the demo's data/ and run/ (default demo)")
     p.add_argument("--source", default="shakespeare", help="corpus (default: the built-in shakespeare)")
-    p.add_argument("--config", default="demo", help="training preset (default configs/demo.toml)")
+    p.add_argument("--config", default="demo", help="training preset (default demo)")
     p.add_argument("--time-budget", type=float, default=300.0, help="training seconds (default 300)")
     p.add_argument("--prompt", default="ROMEO.\n", help="prompt for the final sample")
     p.add_argument("--fresh", action="store_true", help="redo the data step even if it exists")

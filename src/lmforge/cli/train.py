@@ -10,7 +10,6 @@ from pathlib import Path
 
 from lmforge.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 # Test-only fault injection at exact points, never by timing: LMFORGE_FAULT="ITEM[,ITEM...]", ITEM =
 #   POINT:STEP[:SIG]  at POINT of step STEP send this process SIG (KILL, the default; INT; TERM);
 #                     POINT is step (before the step's update), ckpt_data_written, ckpt_before_rename
@@ -31,7 +30,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--data", required=True, help="DATA_DIR made by `lmforge data prepare`")
     p.add_argument("--out", required=True, help="RUN_DIR to write (config, metrics, checkpoints)")
-    p.add_argument("--config", help="preset TOML file, or a name from configs/ (e.g. gpt-small)")
+    p.add_argument("--config", help="preset TOML file, or a preset name (e.g. gpt-small)")
     p.add_argument("--model", choices=["gpt", "gru"], help="model family (sets model.family)")
     p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
     p.add_argument("--max-tokens", type=int, help="stop after this many training tokens (train.max_tokens)")
@@ -53,14 +52,17 @@ def register(subparsers) -> None:
 def resolve_preset(name: str | None) -> Path | None:
     if not name:
         return None
+    from lmforge import presets
+
     path = Path(name)
     if path.is_file():
         return path
-    candidate = CONFIG_DIR / (name if name.endswith(".toml") else f"{name}.toml")
-    if candidate.is_file():
+    # a preset name, or an old `configs/NAME.toml` path from before the presets moved into the package
+    candidate = presets.path(path.name if path.parent.name == "configs" else name)
+    if candidate is not None:
         return candidate
-    known = sorted(p.stem for p in CONFIG_DIR.glob("*.toml")) if CONFIG_DIR.is_dir() else []
-    raise UserError(f"config '{name}' is neither a file nor a preset; presets: {', '.join(known) or 'none'}")
+    known = ", ".join(presets.names()) or "none"
+    raise UserError(f"config '{name}' is neither a file nor a preset; pass --config with one of: {known}")
 
 
 def parse_faults(spec: str) -> dict[tuple[str, int], signal.Signals | float]:
