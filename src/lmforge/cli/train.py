@@ -248,6 +248,7 @@ def run(args) -> int:
         "val_loss": val.get("loss"),
         "val_bpb": val.get("bpb"),
         "val_perplexity": val.get("perplexity"),
+        "val_tokens": val.get("tokens"),  # the first train.eval_tokens of the split; `eval` reads it all
     }
     if args.json:
         print(json.dumps(summary))
@@ -257,7 +258,11 @@ def run(args) -> int:
             f"{result.tokens_per_second / 1e3:.1f}k tok/s; stopped by {result.stopped_by}"
         )
         if val:
-            print(f"val loss {val['loss']:.4f} | perplexity {val['perplexity']:.2f} | bpb {val['bpb']:.4f}")
+            scope = f"first {val['tokens']:,} val tokens" if val.get("tokens") else "val tokens"
+            print(
+                f"val loss {val['loss']:.4f} | perplexity {val['perplexity']:.2f} | bpb {val['bpb']:.4f} "
+                f"({scope}, train.eval_tokens; `lmforge eval RUN` measures the whole split)"
+            )
         if result.skipped_steps or result.rollbacks:
             print(
                 f"guard: {result.skipped_steps} steps skipped for bad numbers, "

@@ -199,14 +199,17 @@ def run_report(
         "",
     ]
     md += ["## Final metrics", ""]
+    scope = f"first {config.train.eval_tokens:,} val tokens"  # what training measured; `eval` reads the split
+    md += [f"Validation figures from training: on the {scope} (`train.eval_tokens`); `lmforge eval RUN` "
+           "measures the whole validation split.", ""]  # fmt: skip
     md.append(
         _table(
             ["metric", "value"],
             [
-                ["validation loss (nats/token)", s["val_loss"]],
-                ["validation bits per byte", s["val_bpb"]],
-                ["validation perplexity", s["val_ppl"]],
-                ["best validation bits per byte", s["best_val_bpb"]],
+                [f"validation loss (nats/token), {scope}", s["val_loss"]],
+                [f"validation bits per byte, {scope}", s["val_bpb"]],
+                [f"validation perplexity, {scope}", s["val_ppl"]],
+                [f"best validation bits per byte, {scope}", s["best_val_bpb"]],
                 ["last training loss", s["final_train_loss"]],
             ],
         )
