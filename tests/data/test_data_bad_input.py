@@ -145,3 +145,19 @@ def test_train_on_a_file_names_a_prepare_command_that_works(tmp_path, capsys):
     assert (
         tmp_path / "rows_data" / "shards" / "manifest.json"
     ).is_file() and f"--data {tmp_path / 'rows_data'}" in err
+
+
+def test_a_file_in_another_encoding_is_one_line_naming_encoding(tmp_path, capsys):
+    (tmp_path / "old.txt").write_bytes(prose(6).replace("e", "\xe9").encode("latin-1"))
+    err = fails(capsys, ["--source", str(tmp_path / "old.txt"), "--out", str(tmp_path / "d")], "--encoding")
+    assert "is not utf-8 text" in err
+    ok = [
+        "data",
+        "prepare",
+        "--source",
+        str(tmp_path / "old.txt"),
+        "--out",
+        str(tmp_path / "d"),
+        "--encoding",
+    ]
+    assert main([*ok, "latin-1"]) == 0

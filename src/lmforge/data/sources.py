@@ -50,6 +50,7 @@ from lmforge.errors import UserError
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".parquet")
 TEXT_SUFFIXES = (".txt", ".md")
 BLOCK_BYTES = 1 << 20  # read text files in 1 MB blocks
+MAX_INVALID_FRAC = 0.01  # a text file with more invalid bytes than this is in another encoding
 DOC_SPLITS = ("auto", "paragraphs", "lines", "file")
 BREAKS = {  # where a document may end, best first
     "paragraphs": ("\n\n", "\n\r\n", "\n", " "),
@@ -247,6 +248,7 @@ def _text_blocks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
 
 def _text_docs(path: Path, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
     """Documents of one text file, cut by the --doc-split rule (auto: chosen on its first block)."""
+    invalid_before = _invalid_bytes[0]
     blocks = _text_blocks(path, cfg.encoding)
     first = next(blocks, "")
     rule = cfg.doc_split
@@ -254,7 +256,16 @@ def _text_docs(path: Path, cfg: CollectConfig, stats: SourceStats) -> Iterator[s
         rule = choose_split(first, cfg.doc_chars)
     stats.doc_split[rule] = stats.doc_split.get(rule, 0) + 1
     size = cfg.max_doc_chars if rule == "file" else min(cfg.doc_chars, cfg.max_doc_chars)
-    yield from chunk_stream(itertools.chain([first], blocks), size, stats, BREAKS[rule])
+    n_chars = 0
+    for doc in chunk_stream(itertools.chain([first], blocks), size, stats, BREAKS[rule]):
+        n_chars += len(doc)
+        yield doc
+    invalid = _invalid_bytes[0] - invalid_before
+    if invalid > 16 and invalid > MAX_INVALID_FRAC * n_chars:  # a few stray bytes are replaced and counted
+        raise UserError(
+            f"'{path}' is not {cfg.encoding} text ({invalid:,} invalid bytes in {n_chars:,} characters); "
+            "pass its encoding, e.g. --encoding latin-1"
+        )
 
 
 def _name_it(src: SourceSpec) -> str:
