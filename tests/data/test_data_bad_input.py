@@ -148,6 +148,7 @@ def test_train_on_a_file_names_a_prepare_command_that_works(tmp_path, capsys):
 
 
 def test_a_file_in_another_encoding_is_one_line_naming_encoding(tmp_path, capsys):
+    """A few stray bad bytes are replaced and counted; a file mostly in another encoding is refused."""
     (tmp_path / "old.txt").write_bytes(prose(6).replace("e", "\xe9").encode("latin-1"))
     err = fails(capsys, ["--source", str(tmp_path / "old.txt"), "--out", str(tmp_path / "d")], "--encoding")
     assert "is not utf-8 text" in err

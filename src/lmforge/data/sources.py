@@ -50,7 +50,7 @@ from lmforge.errors import UserError
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".parquet")
 TEXT_SUFFIXES = (".txt", ".md")
 BLOCK_BYTES = 1 << 20  # read text files in 1 MB blocks
-MAX_INVALID_FRAC = 0.01  # a text file with more invalid bytes than this is in another encoding
+MAX_INVALID_FRAC = 0.1  # more invalid bytes per character than this: the file is in another encoding
 DOC_SPLITS = ("auto", "paragraphs", "lines", "file")
 BREAKS = {  # where a document may end, best first
     "paragraphs": ("\n\n", "\n\r\n", "\n", " "),
