@@ -273,8 +273,10 @@ def step_data(cache: Path, cache_dir: Path) -> dict:
     dirty = cache / "data" / "damaged"
     shutil.rmtree(dirty, ignore_errors=True)
     damaged_corpus(dirty / "src", cache_dir)
-    P.collect([SourceSpec(str(dirty / "src"))], CollectConfig(), dirty)
-    demo = P.clean(dirty, CleanConfig(max_chars=DEMO_MAX_CHARS, max_line_chars=DEMO_MAX_LINE))
+    # one file = one document, and no guard on the share removed: each file shows one damage
+    P.collect([SourceSpec(str(dirty / "src"))], CollectConfig(doc_split="file"), dirty)
+    demo_cfg = CleanConfig(max_chars=DEMO_MAX_CHARS, max_line_chars=DEMO_MAX_LINE, max_filter_frac=1.0)
+    demo = P.clean(dirty, demo_cfg)
     # Two edits keep no examples in the report; show one from the raw documents they changed.
     raw_docs = [text for text, _ in read_docs(dirty / "raw", "raw")]
     own = {}
