@@ -331,8 +331,9 @@ def format_report(verb: str, r: dict) -> str:
     names = [f"{n} (weight {s['weight']:g}, {s['n_docs']} docs)" for n, s in r["sources"].items()]
     lines = ["sources    " + ", ".join(names)]
     for name, s in r["sources"].items():
+        labels = {"oversized_docs": "long files/records split in several documents"}
         notes = [
-            f"{k.replace('_', ' ')} {s[k]}"
+            f"{labels.get(k, k.replace('_', ' '))} {s[k]}"
             for k in (
                 "invalid_utf8_bytes",
                 "oversized_docs",
