@@ -162,3 +162,36 @@ def test_a_file_in_another_encoding_is_one_line_naming_encoding(tmp_path, capsys
         "--encoding",
     ]
     assert main([*ok, "latin-1"]) == 0
+
+
+def test_a_killed_prepare_leaves_out_as_it_was(tmp_path):
+    """kill -9 in the middle of prepare: --out keeps the earlier complete data folder, and the next
+    prepare starts clean."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(40):
+        (big / f"part{i}.txt").write_text("\n\n".join(prose(100 * i + k, 30) for k in range(20)))
+    (tmp_path / "a.txt").write_text(prose(7))
+    out = tmp_path / "d"
+    assert main(["data", "prepare", "--source", str(tmp_path / "a.txt"), "--out", str(out)]) == 0
+    def snapshot() -> dict:
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    cmd = [sys.executable, "-m", "lmforge", "data", "prepare", "--source", str(big), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob(".d.tmp-*/clean")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # wait until it is writing its new data folder
+    assert proc.poll() is None, "prepare finished before it could be killed; make the corpus bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert snapshot() == before  # the old folder, whole: not one file of the killed run in it
+    assert main(["data", "prepare", "--source", str(big), "--out", str(out)]) == 0
+    assert json.loads((out / "prepare_report.json").read_text())["sources"].keys() == {"big"}
