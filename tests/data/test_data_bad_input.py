@@ -180,6 +180,7 @@ def test_a_killed_prepare_leaves_out_as_it_was(tmp_path):
     (tmp_path / "a.txt").write_text(prose(7))
     out = tmp_path / "d"
     assert main(["data", "prepare", "--source", str(tmp_path / "a.txt"), "--out", str(out)]) == 0
+
     def snapshot() -> dict:
         return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
