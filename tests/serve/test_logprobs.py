@@ -154,3 +154,16 @@ def test_tiny_temperatures_are_greedy_not_a_crash(served):
     expected = call(port, "POST", COMPLETIONS, greedy)[2]["choices"][0]["text"]
     status, _, body = call(port, "POST", COMPLETIONS, tiny)
     assert status == 200 and body["choices"][0]["text"] == expected
+
+
+def test_logit_bias_and_penalties_steer_greedy_decoding(served):
+    port, ref = served
+    base = {"prompt": "to be", "max_tokens": 12, "temperature": 0, "ignore_eos": True}
+    target = ref.tokenizer.encode("w")[0]
+    forced = call(port, "POST", COMPLETIONS, {**base, "logit_bias": {str(target): 100}})[2]
+    assert forced["choices"][0]["text"] == "w" * 12
+    plain = call(port, "POST", COMPLETIONS, base)[2]["choices"][0]["text"]
+    varied = call(port, "POST", COMPLETIONS, {**base, "frequency_penalty": 2.0})[2]["choices"][0]["text"]
+    fresh = call(port, "POST", COMPLETIONS, {**base, "presence_penalty": 2.0})[2]["choices"][0]["text"]
+    # A tiny greedy model loops on a few characters; penalties make it use more distinct ones.
+    assert len(set(varied)) > len(set(plain)) and len(set(fresh)) > len(set(plain)), (plain, varied, fresh)

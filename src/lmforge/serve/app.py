@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import re
@@ -33,6 +34,7 @@ from lmforge.data.chat_template import template_for
 from lmforge.errors import UserError
 from lmforge.generate.chat import Completion
 from lmforge.generate.engine import encode_prompt
+from lmforge.generate.sampling import openai_penalties
 from lmforge.serve import logprobs, schemas
 
 STATIC = Path(__file__).parent / "static"
@@ -339,13 +341,17 @@ def create_app(loaded, config: ServeConfig) -> FastAPI:
         return card
 
     def sampling(body: schemas.Params) -> dict:
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(body, name) != 0:
-                raise APIError(400, f"{name}: not supported yet (only 0)", name)
-        if body.logit_bias:
-            raise APIError(400, "logit_bias: not supported yet (only {})", "logit_bias")
         temperature = body.temperature if body.temperature >= MIN_TEMPERATURE else 0.0
-        return {"temperature": temperature, "top_p": body.top_p}
+        options = {"temperature": temperature, "top_p": body.top_p}
+        bias = {int(k): v for k, v in (body.logit_bias or {}).items()}
+        if any(k >= model.config.vocab_size for k in bias):
+            raise APIError(400, f"logit_bias: token ids must be < {model.config.vocab_size}", "logit_bias")
+        presence, frequency = body.presence_penalty, body.frequency_penalty
+        if presence or frequency or bias:
+            options["adjust_logits"] = functools.partial(
+                openai_penalties, presence=presence, frequency=frequency, bias=bias
+            )
+        return options
 
     def seed_for(body: schemas.Params, j: int) -> int | None:
         if body.seed is None or j == 0:
