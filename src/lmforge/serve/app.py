@@ -10,7 +10,13 @@ Why shaped this way:
   at once. On a 2-core machine an unbounded pile of generations would only make every one of them slow.
 - **Limits before work**: the body size is checked (413) before parsing, fields are validated (400
   naming the field), a prompt longer than the context is a 400, `max_tokens` is capped.
-- **No CORS headers unless asked** (`--cors-origin URL`): the page is served from the same origin.
+- **No CORS headers unless asked** (`--cors-origin URL`): the page is served from the same origin;
+  with `--allowed-host` a request naming another Host is refused (DNS rebinding).
+- **A door that holds**: a connection must send its headers within `header_timeout` and its body
+  within `body_timeout`, else it is closed (408 for a slow body). uvicorn's `limit_concurrency` is not
+  used: it counts idle sockets, so a few dozen silent connections would turn every client away.
+- **Every field answered**: `schemas.py` declares each field of OpenAI's request bodies; log-probs come
+  from one scoring forward over prompt + answer (`logprobs.py`, `generate/scoring.py`).
 """
 
 from __future__ import annotations
