@@ -1,14 +1,16 @@
 """The README's lm-evaluation-harness example, end to end and offline.
 
-1. `lmforge demo` trains the small demo GPT on the built-in Shakespeare corpus (skipped when OUT/run
-   already exists);
+1. `lmforge demo` prepares the built-in Shakespeare corpus and trains the demo GPT (skipped when OUT/run
+   exists); with `--max-steps N`, the run is then retrained for exactly N steps of the demo preset
+   with the given `--set` overrides (a fixed amount of work, whatever the machine's load);
 2. two local lm-eval tasks are written from the *validation* split (held-out text, decoded from the
    shards): `next_line`, a 4-way multiple choice (which line follows this one? the true next line
    against three lines from elsewhere), and `val_text`, whole passages scored with
    loglikelihood_rolling (word perplexity, byte perplexity, bits per byte);
 3. `lmforge eval OUT/run --harness ...` runs them and prints the table the README shows.
 
-    python docs/harness_example.py --out /tmp/harness-example --time-budget 60
+    python docs/harness_example.py --out /tmp/harness-example --max-steps 300 \
+        --set model.n_layer=2 --set model.n_embd=96 --set model.n_head=3
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -89,6 +92,8 @@ def run() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="harness-example", help="folder for the demo and the tasks")
     parser.add_argument("--time-budget", type=float, default=60.0, help="training seconds for the demo")
+    parser.add_argument("--max-steps", type=int, help="retrain the run for exactly this many steps")
+    parser.add_argument("--set", action="append", default=[], help="config override for --max-steps")
     parser.add_argument("--examples", type=int, default=200, help="multiple-choice questions")
     parser.add_argument("--passages", type=int, default=50, help="1,000-character passages to score")
     args = parser.parse_args()
@@ -96,6 +101,10 @@ def run() -> int:
     run_dir = out / "run"
     if not (run_dir / "run.json").is_file():
         assert main(["demo", "--out", str(out), "--time-budget", str(args.time_budget)]) == 0
+    if args.max_steps:
+        shutil.rmtree(run_dir)
+        train = ["train", "--data", str(out / "data"), "--out", str(run_dir), "--config", "demo"]
+        assert main([*train, "--max-steps", str(args.max_steps), "--no-progress", *args.set]) == 0
     tasks = write_tasks(validation_text(run_dir), out / "tasks", args.examples, args.passages)
     start = time.perf_counter()
     code = main(["eval", str(run_dir), "--harness", ",".join(map(str, tasks)), "--no-progress"])

@@ -32,7 +32,8 @@ class ThreadServer:
     def __init__(self, app, config=None) -> None:
         import uvicorn
 
-        from lmforge.serve.app import ServeConfig, uvicorn_config
+        from lmforge.serve.app import ServeConfig
+        from lmforge.serve.door import uvicorn_config
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
