@@ -120,3 +120,14 @@ def test_harness_errors_are_one_line(tiny_run, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", str(tiny_run), "--harness", "x.yaml", "--limit", "0"]) == 2
     assert "--limit" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_limit_and_num_fewshot_reach_lm_eval(tiny_run, tmp_path, capsys):
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")
+    mc = write_task(tmp_path, "tiny_mc", QUESTIONS, MC)
+    args = ["eval", str(tiny_run), "--harness", str(mc), "--limit", "2", "--num-fewshot", "1", "--json"]
+    assert main([*args, "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    task = result["tasks"]["tiny_mc"]
+    assert len(task["examples"]) == 2 and task["n_shot"] == 1 and result["limit"] == 2
