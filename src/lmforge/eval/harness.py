@@ -188,10 +188,12 @@ def run_harness(
     results = {}
     for task in tasks:
         metrics = output["results"].get(task, {})
+        samples = output.get("samples", {}).get(task, [])
         results[task] = {
-            "metrics": {k: _clean(v) for k, v in metrics.items() if k != "alias" and "stderr" not in k},
+            "metrics": {k: _clean(v) for k, v in metrics.items() if _is_metric(k, v)},
+            "n_examples": metrics.get("sample_len", len(samples)),
             "n_shot": output.get("n-shot", {}).get(task),
-            "examples": [_example(s) for s in output.get("samples", {}).get(task, [])],
+            "examples": [_example(sample) for sample in samples],
         }
     return {
         "run": str(loaded.run_dir),
@@ -202,6 +204,12 @@ def run_harness(
         "seconds": round(seconds, 3),
         "tasks": results,
     }
+
+
+def _is_metric(name: str, value) -> bool:
+    """lm-eval's result rows also carry the task's name, alias and sample count, and stderr figures."""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return numeric and name != "sample_len" and "stderr" not in name
 
 
 def _clean(value):
