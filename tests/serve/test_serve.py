@@ -13,10 +13,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from serving import Knobs, ThreadServer, call, stream, wait_idle
 
 from lmforge import runs
 from lmforge.serve.app import ServeConfig, create_app
-from serving import Knobs, ThreadServer, call, stream, wait_idle
 
 CAP = 48
 CHAT = "/v1/chat/completions"
