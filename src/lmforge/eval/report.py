@@ -224,6 +224,7 @@ def run_report(
                 [[n, m["tokens"], m["loss"], m["bpb"]] for n, m in by_source.items()],
             )
         )
+    md += _harness_section(run_dir)
     bpt = tok_meta.get("val_bytes_per_token") or s["bytes_per_token"]
     md += ["", "## Tokenizer", ""]
     md.append(
@@ -302,6 +303,18 @@ def run_report(
     path = out_dir / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
     return path
+
+
+def _harness_section(run_dir: Path) -> list[str]:
+    """The latest `lmforge eval --harness` results (harness.json), if there are any."""
+    found = _read_json(run_dir / "harness.json")
+    if not found.get("tasks"):
+        return []
+    rows = [[task, metric, value] for task, entry in found["tasks"].items()
+            for metric, value in entry.get("metrics", {}).items()]  # fmt: skip
+    note = f"lm-eval {found.get('lm_eval_version', '?')}, limit {found.get('limit')}, checkpoint "
+    note += f"`{found.get('checkpoint', '?')}`"
+    return ["", "## lm-evaluation-harness", "", note, "", _table(["task", "metric", "value"], rows)]
 
 
 def _cores() -> int:
