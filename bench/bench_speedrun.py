@@ -7,8 +7,8 @@ one invocation:
   nanogpt-recipe  nanoGPT's CPU recipe reproduced in lmforge: GPT-2 block, 4 x 4 x 128, context 64,
                   batch 12, AdamW 1e-3 (beta2 0.99), 100 warm-up steps, cosine to 1e-4, 2,000 steps,
                   evaluating 15,360 tokens every 250 steps as nanoGPT does
-  speedrun        configs/shakespeare-char-speedrun.toml
-  quality         configs/shakespeare-char-quality.toml (what fits in nanoGPT's 98 s)
+  speedrun        the shakespeare-char-speedrun preset
+  quality         the shakespeare-char-quality preset (what fits in nanoGPT's 98 s)
   demo-memory     the demo preset on the built-in corpus for 30 s: peak resident memory
 
     python bench/bench_speedrun.py [--rounds 3] [--skip nanogpt-recipe,quality]
@@ -34,7 +34,7 @@ TARGET = 1.886  # nanoGPT's final validation loss with this recipe (issue 4)
 CONTENDERS = {
     "nanogpt-recipe": [
         "--config",
-        "configs/shakespeare-char.toml",
+        "shakespeare-char",
         "model.style=gpt2",
         "model.mlp=gelu",
         "model.qk_norm=false",
@@ -43,8 +43,8 @@ CONTENDERS = {
         "train.eval_tokens=15360",
         "train.ckpt_every=100000",
     ],
-    "speedrun": ["--config", "configs/shakespeare-char-speedrun.toml"],
-    "quality": ["--config", "configs/shakespeare-char-quality.toml"],
+    "speedrun": ["--config", "shakespeare-char-speedrun"],
+    "quality": ["--config", "shakespeare-char-quality"],
 }
 
 
@@ -92,6 +92,8 @@ def main() -> None:
                 "char",
                 "--split",
                 "tail",
+                "--doc-split",
+                "file",  # nanoGPT's recipe: the whole file, no document breaks in the token stream
                 "--json",
             ]
         )

@@ -115,7 +115,7 @@ def prepare_data(folder: Path, specs: list[str], tokenizer: str, cache_dir: Path
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         sources = [SourceSpec(s, (weights or {}).get(s, 1.0)) for s in specs]
-        split = P.SplitConfig()
+        split = P.SplitConfig("hash")  # whole plays in validation, as the guide's pages describe
         reports = {
             "collect": P.collect(sources, CollectConfig(cache_dir=cache_dir), folder),
             "clean": P.clean(folder, P.CleanConfig()),
@@ -129,7 +129,7 @@ def prepare_data(folder: Path, specs: list[str], tokenizer: str, cache_dir: Path
 
 def train_run(folder: Path, data_dir: Path, preset: str | None, overrides: dict, threads: int) -> dict:
     """Train (cached by settings + data) and return the result with the run's metrics."""
-    from lmforge import runs
+    from lmforge import presets, runs
     from lmforge.config import load_config
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.train.loop import train
@@ -140,7 +140,7 @@ def train_run(folder: Path, data_dir: Path, preset: str | None, overrides: dict,
         say(f"train: {folder.name} ({preset or 'defaults'}, {len(overrides)} overrides)")
         shutil.rmtree(folder, ignore_errors=True)
         vocab = load_tokenizer(data_dir / "tokenizer").vocab_size
-        preset_path = ROOT / "configs" / f"{preset}.toml" if preset else None
+        preset_path = presets.path(preset) if preset else None
         config = load_config(preset_path, {**overrides, "train.threads": threads}, vocab)
         start = time.perf_counter()
         result = train(config, data_dir, folder, progress=False, log=lambda _m: None)
@@ -273,8 +273,10 @@ def step_data(cache: Path, cache_dir: Path) -> dict:
     dirty = cache / "data" / "damaged"
     shutil.rmtree(dirty, ignore_errors=True)
     damaged_corpus(dirty / "src", cache_dir)
-    P.collect([SourceSpec(str(dirty / "src"))], CollectConfig(), dirty)
-    demo = P.clean(dirty, CleanConfig(max_chars=DEMO_MAX_CHARS, max_line_chars=DEMO_MAX_LINE))
+    # one file = one document, and no guard on the share removed: each file shows one damage
+    P.collect([SourceSpec(str(dirty / "src"))], CollectConfig(doc_split="file"), dirty)
+    demo_cfg = CleanConfig(max_chars=DEMO_MAX_CHARS, max_line_chars=DEMO_MAX_LINE, max_filter_frac=1.0)
+    demo = P.clean(dirty, demo_cfg)
     # Two edits keep no examples in the report; show one from the raw documents they changed.
     raw_docs = [text for text, _ in read_docs(dirty / "raw", "raw")]
     own = {}
@@ -396,6 +398,7 @@ def param_table_md(model) -> str:
 def step_model(cache: Path, figures) -> dict:
     import torch
 
+    from lmforge import presets
     from lmforge.config import load_config
     from lmforge.data.shards import open_split
     from lmforge.data.tokenizer import load_tokenizer
@@ -406,7 +409,7 @@ def step_model(cache: Path, figures) -> dict:
     data = cache / "data" / "modern"
     tok = load_tokenizer(data / "tokenizer")
     val = open_split(data / "shards", "val")
-    cfg = load_config(ROOT / "configs" / f"{PRESET}.toml", {}, tok.vocab_size).model
+    cfg = load_config(presets.path(PRESET), {}, tok.vocab_size).model
     torch.manual_seed(1337)
     model = build_model(cfg)
     assert sum(c for _, _, c in model.param_table()) == model.num_params()
@@ -438,7 +441,7 @@ def step_model(cache: Path, figures) -> dict:
     figures.transformer_block(cfg, IMG / "transformer_block.png")
     figures.activations(IMG / "activations.png")
 
-    gcfg = load_config(ROOT / "configs" / "gru-small.toml", {}, tok.vocab_size).model
+    gcfg = load_config(presets.path("gru-small"), {}, tok.vocab_size).model
     torch.manual_seed(1337)
     gru = build_model(gcfg)
     assert sum(c for _, _, c in gru.param_table()) == gru.num_params()

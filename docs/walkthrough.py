@@ -93,6 +93,7 @@ def step_model(data_dir: Path, settings: dict, steps: int):
     """The model of the preset: its parameter table, FLOPs per token and loss at initialisation."""
     import torch
 
+    from lmforge import presets
     from lmforge.config import load_config
     from lmforge.data.shards import open_split
     from lmforge.data.tokenizer import load_tokenizer
@@ -102,7 +103,7 @@ def step_model(data_dir: Path, settings: dict, steps: int):
     heading(2, f"model: the {settings['preset']} preset")
     tok = load_tokenizer(data_dir / "tokenizer")
     overrides = {**settings["overrides"], "train.max_steps": steps, "train.ckpt_every": steps}
-    config = load_config(ROOT / "configs" / f"{settings['preset']}.toml", overrides, tok.vocab_size)
+    config = load_config(presets.path(settings["preset"]), overrides, tok.vocab_size)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model)
     table = model.param_table()

@@ -354,7 +354,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file '{path}' does not exist; pass a preset such as configs/gpt-small.toml")
+        raise UserError(
+            f"config file '{path}' does not exist; pass --config with a preset name such as gpt-small"
+        )
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

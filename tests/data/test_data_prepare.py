@@ -154,18 +154,21 @@ def test_builtin_corpus_through_cli(tmp_path, capsys, monkeypatch):
     [
         (["--source", "MISSING"], "does not exist"),
         (["--source", "EMPTY"], "corpus is empty"),
-        (["--source", "SHORT"], "removed all 1 documents"),
-        (["--source", "SHORT", "--min-chars", "1", "--tokenizer", "char", "--vocab-size", "3",
-          "--split", "tail"], "smaller than the alphabet"),
-        (["--source", "SHORT", "--min-chars", "1", "--vocab-size", "100", "--split", "tail"], "below 257"),
-        (["--source", "SHORT", "--min-chars", "1"], "the train split is empty"),
+        (["--source", "LONG", "--min-chars", "5000"], "removed all 1 documents"),
+        (["--source", "SHORT", "--min-chars", "1"], "needs at least 1,000"),
+        (["--source", "LONG", "--tokenizer", "char", "--vocab-size", "3", "--split", "tail"],
+         "smaller than the alphabet"),
+        (["--source", "LONG", "--vocab-size", "100", "--split", "tail"], "below 257"),
+        (["--source", "LONG", "--split", "hash"], "split is empty"),
         (["--source", "SHORT", "--val-fraction", "1.5"], "--val-fraction"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, match):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "short.txt").write_text("a short text")
-    paths = {"MISSING": tmp_path / "nope", "EMPTY": tmp_path / "empty.txt", "SHORT": tmp_path / "short.txt"}
+    (tmp_path / "long.txt").write_text(prose(0, 300))  # one document of ~1,500 chars
+    paths = {"MISSING": tmp_path / "nope", "EMPTY": tmp_path / "empty.txt", "SHORT": tmp_path / "short.txt",
+             "LONG": tmp_path / "long.txt"}  # fmt: skip
     argv = [str(paths.get(a, a)) for a in argv]
     assert main(["data", "prepare", *argv, "--out", str(tmp_path / "d")]) == 2
     captured = capsys.readouterr()

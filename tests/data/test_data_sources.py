@@ -60,7 +60,7 @@ def test_mixed_folder_every_kind(tmp_path):
     assert {d for _, d in docs} == {"mixed"}
     assert text(7) in [t for t, _ in docs] and text(10) in [t for t, _ in docs]
     s = stats["mixed"]
-    assert s["files"] == 7 and s["skipped_files"] == 1 and s["skipped_examples"] == ["notes.bin"]
+    assert s["files"] == 7 and s["skipped_files"] == 1 and s["skipped"] == ["notes.bin: binary content"]
     assert s["n_docs"] == 10 and s["n_chars"] == sum(len(t) for t, _ in docs)
 
 

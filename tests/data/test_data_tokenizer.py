@@ -56,18 +56,35 @@ def test_load_checks_hash(bpe, tmp_path):
 
 
 def test_char_tokenizer(tmp_path):
-    tok = train_tokenizer(iter(["hello world\n", "héllo 🎉"]), "char", None, tmp_path / "c")
-    assert tok.kind == "char" and tok.vocab_size == len(set("hello world\nhéllo 🎉")) + 2
-    ids = tok.encode("hello 🎉\n")
-    assert tok.decode(ids) == "hello 🎉\n" and len(ids) == 8
-    assert int(tok.token_bytes[ids].sum()) == len("hello 🎉\n".encode())
+    tok = train_tokenizer(iter(["hello world\n", "hello there"]), "char", None, tmp_path / "c")
+    assert tok.kind == "char" and tok.vocab_size == len(set("hello world\nhello there")) + 2
+    ids = tok.encode("hello\n")
+    assert tok.decode(ids) == "hello\n" and len(ids) == 6
+    assert int(tok.token_bytes[ids].sum()) == len(b"hello\n")
     unk = tok.special_tokens["<|unk|>"]
-    assert tok.encode("hxz") == [tok.encode("h")[0], unk, unk]  # unseen characters
+    assert tok.encode("hxz") == [tok.encode("h")[0], unk, unk]  # unseen characters of an ASCII alphabet
     np.testing.assert_array_equal(tok.encode_array("hello"), tok.encode("hello"))
     loaded = load_tokenizer(tmp_path / "c")
-    assert loaded.encode("héllo") == tok.encode("héllo") and loaded.hf.encode("héllo").ids == tok.encode(
-        "héllo"
+    assert loaded.encode("hello") == tok.encode("hello") and loaded.hf.encode("hello").ids == tok.encode(
+        "hello"
     )
+
+
+def test_char_tokenizer_beyond_ascii_falls_back_to_bytes(tmp_path):
+    """A non-ASCII alphabet: unseen or capped-off characters become UTF-8 byte tokens, so every id stands
+    for a fixed number of bytes and bits-per-byte stays exact."""
+    chars = [chr(0x4E00 + i) for i in range(600)]
+    texts = ["".join(chars[: 600 - i]) + "héllo" for i in range(0, 600, 50)]  # frequency falls with i
+    tok = train_tokenizer(iter(texts), "char", 400, tmp_path / "c")
+    assert tok.vocab_size == 400 and "<|unk|>" not in tok.special_tokens
+    text = "héllo 🎉 " + "".join(chars) + "\n"  # 🎉 unseen, the rarest CJK characters capped off
+    for t in (tok, load_tokenizer(tmp_path / "c")):
+        ids = t.encode(text)
+        assert t.decode(ids) == text and len(ids) > len(text)
+        assert int(t.token_bytes[ids].sum()) == len(text.encode())
+        assert t.hf.encode(text, add_special_tokens=False).ids == ids  # the Hugging Face file agrees
+    default = train_tokenizer(iter(texts), "char", None, tmp_path / "d")
+    assert default.vocab_size == 1 + 256 + len(set("".join(texts)))  # under the cap: every character kept
 
 
 def test_vocab_size_too_small(tmp_path):

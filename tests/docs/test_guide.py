@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from lmforge import presets
 from lmforge.config import load_config
 from lmforge.models.registry import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "guide"
-PRESETS = sorted((ROOT / "configs").glob("*.toml"))
+PRESETS = sorted(presets.folder().glob("*.toml"))
 
 
 def _build_module():

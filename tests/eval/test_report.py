@@ -54,8 +54,8 @@ def test_report_has_every_section_and_the_logged_numbers(run_dir, capsys):
     for name in ("curves_step.png", "curves_tokens.png", "curves_time.png"):
         assert (run_dir / name).stat().st_size > 1000 and f"({name})" in text
     val = [r for r in runs.read_metrics(run_dir) if "val/bpb" in r][-1]
-    assert f"| validation bits per byte | {val['val/bpb']:.4f} |" in text
-    assert f"| validation loss (nats/token) | {val['val/loss']:.4f} |" in text
+    assert f"| validation bits per byte, first 512 val tokens | {val['val/bpb']:.4f} |" in text
+    assert f"| validation loss (nats/token), first 512 val tokens | {val['val/loss']:.4f} |" in text
     assert "| steps | 20 |" in text and "| lower |" in text and "| upper |" in text
     assert "| type | char |" in text
 

@@ -3,11 +3,11 @@
 import dataclasses
 import math
 import tomllib
-from pathlib import Path
 
 import pytest
 import torch
 
+import lmforge.presets
 from lmforge.errors import UserError
 from lmforge.models import GPT, MODELS, GPTConfig, GRUConfig, build_model, model_config_from_dict
 from lmforge.models.layers import decode_layout
@@ -209,7 +209,7 @@ def test_registry_and_presets():
         model_config_from_dict({"family": "gpt", "n_layers": 2})
     with pytest.raises(UserError, match="model.family"):
         model_config_from_dict({"family": "lstm"})
-    presets = sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("g*.toml"))
+    presets = sorted(lmforge.presets.folder().glob("g*.toml"))
     assert len(presets) >= 4
     for path in presets:
         section = tomllib.loads(path.read_text())["model"]

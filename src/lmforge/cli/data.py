@@ -7,7 +7,9 @@
   encode     DATA_DIR/clean/ -> DATA_DIR/shards/ (+ manifest.json)
   verify     check every shard against the manifest and the tokenizer
 
-`--weight W` applies to the `--source` just before it. The cache folder for the built-in corpus is
+Per-source options (`--weight`, `--text-field`/`--column`, `--ext`) apply to the `--source` just
+before them; given before any `--source` they are the default for every source. `--source
+FILE::FIELD` names the text field in the spec itself. The cache folder for the built-in corpus is
 `--cache-dir`, else `$LMFORGE_CACHE`, else `$XDG_CACHE_HOME/lmforge`, else `~/.cache/lmforge` (this
 module is the only one that reads the environment).
 """
@@ -22,19 +24,28 @@ from pathlib import Path
 
 from lmforge import locks
 
+PER_SOURCE = {"--weight": "weight", "--text-field": "text_field", "--column": "text_field", "--ext": "ext"}
+
 
 class _SourceAction(argparse.Action):
-    """--source SRC appends a source; --weight W sets the weight of the last one."""
+    """--source SRC appends a source; --weight / --text-field / --ext set an option of the last one
+    (or, before any --source, the default of all of them)."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         items = list(getattr(namespace, "sources", None) or [])
-        if option_string == "--weight":
-            if not items:
-                parser.error("--weight must follow the --source it applies to")
-            items[-1] = (items[-1][0], value)
+        defaults = dict(getattr(namespace, "source_defaults", None) or {})
+        if option_string == "--source":
+            spec, _, text_field = value.partition("::") if "::" in value else (value, "", "")
+            items.append({"spec": spec, **({"text_field": text_field} if text_field else {})})
         else:
-            items.append((value, 1.0))
+            key = PER_SOURCE[option_string]
+            target = items[-1] if items else defaults
+            if key in target and key != "ext":
+                where = f"--source {items[-1]['spec']}" if items else "the defaults"
+                parser.error(f"{option_string} is given twice for {where}; give it once after each --source")
+            target[key] = f"{target[key]},{value}" if key == "ext" and key in target else value
         namespace.sources = items
+        namespace.source_defaults = defaults
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -63,10 +74,26 @@ def _add_sources(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--text-field",
         "--column",
-        dest="text_field",
-        default="text",
-        help="jsonl field / csv, parquet or HF column with the text (default: text)",
+        dest="sources",
+        action=_SourceAction,
+        metavar="FIELD",
+        help="jsonl field / csv, parquet or HF column with the text, for the --source before it (text)",
     )
+    g.add_argument(
+        "--ext",
+        dest="sources",
+        action=_SourceAction,
+        metavar="EXT[,EXT]",
+        help="also read these extensions as text, cleaned as code (e.g. py,rst), for the --source before it",
+    )
+    g.add_argument(
+        "--doc-split",
+        choices=["auto", "paragraphs", "lines", "file"],
+        default="auto",
+        help="how a text file becomes documents (default auto: paragraphs if it has blank lines, else lines)",
+    )
+    g.add_argument("--doc-chars", type=int, default=8000, help="target document size in characters (8000)")
+    g.add_argument("--encoding", default="utf-8", help="text encoding of the files (default utf-8)")
     g.add_argument("--hf-config", default=None, help="Hugging Face dataset config")
     g.add_argument("--hf-split", default="train", help="Hugging Face split (default: train)")
     g.add_argument("--max-doc-chars", type=int, default=1_000_000, help="cut longer documents (default 1e6)")
@@ -95,6 +122,12 @@ def _add_clean(p: argparse.ArgumentParser) -> None:
         help=f"near-duplicate Jaccard threshold on word 5-grams ({d.near_threshold})",
     )
     g.add_argument("--no-dedup", action="store_true", help="keep exact and near duplicates")
+    g.add_argument(
+        "--max-filter-frac",
+        type=float,
+        default=d.max_filter_frac,
+        help=f"stop if one filter would drop more of a source's text ({d.max_filter_frac})",
+    )
 
 
 def _add_tokenizer(p: argparse.ArgumentParser) -> None:
@@ -111,9 +144,10 @@ def _add_split(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--split",
         dest="split_mode",
-        choices=["hash", "tail"],
-        default="hash",
-        help="hash: by stable document hash; tail: last part of each source's text",
+        choices=["auto", "hash", "tail"],
+        default="auto",
+        help="auto (default): hash if there are enough documents, else tail; hash: by stable document "
+        "hash; tail: last part of each source's text",
     )
 
 
@@ -185,11 +219,19 @@ def _collect_cfg(args):
     from lmforge.data.sources import CollectConfig, SourceSpec
 
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(os.environ)
-    cfg = CollectConfig(max_doc_chars=args.max_doc_chars, skip_bad_lines=args.skip_bad_lines, cache_dir=cache)
-    sources = [
-        SourceSpec(spec, weight, args.text_field, args.hf_config, args.hf_split)
-        for spec, weight in args.sources
-    ]
+    cfg = CollectConfig(
+        max_doc_chars=args.max_doc_chars, doc_split=args.doc_split, doc_chars=args.doc_chars,
+        encoding=args.encoding, skip_bad_lines=args.skip_bad_lines, cache_dir=cache,
+    )  # fmt: skip
+    sources = []
+    for item in args.sources:
+        opts = {"weight": 1.0, "text_field": "text", "ext": ""} | (args.source_defaults or {}) | item
+        sources.append(
+            SourceSpec(
+                opts["spec"], float(opts["weight"]), opts["text_field"], args.hf_config, args.hf_split,
+                ext=tuple(filter(None, opts["ext"].split(","))),
+            )
+        )  # fmt: skip
     return sources, cfg
 
 
@@ -200,14 +242,18 @@ def _clean_cfg(args):
         min_chars=args.min_chars, max_chars=args.max_chars, max_line_chars=args.max_line_chars,
         max_symbol_ratio=args.max_symbol_ratio, max_dup_line_frac=args.max_dup_line_frac,
         near_threshold=args.near_threshold, exact_dedup=not args.no_dedup, near_dedup=not args.no_dedup,
+        max_filter_frac=args.max_filter_frac,
     )  # fmt: skip
 
 
 def run(args) -> int:
     from lmforge.data import prepare as P
+    from lmforge.errors import UserError
 
     out = Path(args.out)
     verb = args.data_verb
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; pass a folder path for --out (e.g. {out.stem}_data)")
     if verb != "verify":  # a writer: one at a time, and never into a run or sweep folder
         command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
         locks.claim_folder(out, "data", "--out", command, f"`data {verb}` would replace its files")
@@ -291,8 +337,9 @@ def format_report(verb: str, r: dict) -> str:
     names = [f"{n} (weight {s['weight']:g}, {s['n_docs']} docs)" for n, s in r["sources"].items()]
     lines = ["sources    " + ", ".join(names)]
     for name, s in r["sources"].items():
+        labels = {"oversized_docs": "long files/records split in several documents"}
         notes = [
-            f"{k.replace('_', ' ')} {s[k]}"
+            f"{labels.get(k, k.replace('_', ' '))} {s[k]}"
             for k in (
                 "invalid_utf8_bytes",
                 "oversized_docs",
@@ -303,8 +350,22 @@ def format_report(verb: str, r: dict) -> str:
             )
             if s[k]
         ]
+        rules = ", ".join(f"{rule} ({n} file{'s' * (n != 1)})" for rule, n in s.get("doc_split", {}).items())
+        if rules:
+            notes.insert(0, f"documents by {rules}")
+        if s.get("code_files"):
+            notes.append(f"{s['code_files']} code file(s), cleaned without web-page filters")
         if notes:
             lines.append(f"  {name}: " + ", ".join(notes))
+        skipped = s.get("skipped", [])
+        lines += [f"    skipped {item}" for item in skipped[:10]]
+        if len(skipped) > 10 or s["skipped_files"] > len(skipped):
+            lines.append(
+                f"    ... {s['skipped_files'] - min(len(skipped), 10)} more skipped (see sources.json)"
+            )
+    split = r["split"]
+    how = f" ({split['reason']})" if split.get("reason") else ""
+    lines.append(f"split      {split['mode']}, val fraction {split['val_fraction']:g}{how}")
     c = st["clean"]
     lines.append(f"collect    {st['collect']['docs']} docs, {_rate(st['collect'])}")
     dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--target", type=float, help="FLOPs to find the compute-optimal size for (default: largest)"
     )
-    p.add_argument("--config", help="base preset (a TOML file or a name from configs/)")
+    p.add_argument("--config", help="base preset (a TOML file or a preset name)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     p.set_defaults(func=run)

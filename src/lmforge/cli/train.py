@@ -14,7 +14,6 @@ from lmforge.cli.options import add_config_flags
 from lmforge.errors import UserError
 from lmforge.memory import check_fits
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 # Test-only fault injection at exact points, never by timing: LMFORGE_FAULT="ITEM[,ITEM...]", ITEM =
 #   POINT:STEP[:SIG]  at POINT of step STEP send this process SIG (KILL, the default; INT; TERM);
 #                     POINT is step (before the step's update), ckpt_data_written, ckpt_before_rename
@@ -35,7 +34,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--data", required=True, help="DATA_DIR made by `lmforge data prepare`")
     p.add_argument("--out", required=True, help="RUN_DIR to write (config, metrics, checkpoints)")
-    p.add_argument("--config", help="preset TOML file, or a name from configs/ (e.g. gpt-small)")
+    p.add_argument("--config", help="preset TOML file, or a preset name (e.g. gpt-small)")
     add_config_flags(p, ["model", "max_steps", "max_tokens", "time_budget", "tensorboard"])
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its newest good checkpoint")
     p.add_argument("--allow-data-change", action="store_true", help="resume even if the shards changed")
@@ -49,14 +48,17 @@ def register(subparsers) -> None:
 def resolve_preset(name: str | None) -> Path | None:
     if not name:
         return None
+    from lmforge import presets
+
     path = Path(name)
     if path.is_file():
         return path
-    candidate = CONFIG_DIR / (name if name.endswith(".toml") else f"{name}.toml")
-    if candidate.is_file():
+    # a preset name, or an old `configs/NAME.toml` path from before the presets moved into the package
+    candidate = presets.path(path.name if path.parent.name == "configs" else name)
+    if candidate is not None:
         return candidate
-    known = sorted(p.stem for p in CONFIG_DIR.glob("*.toml")) if CONFIG_DIR.is_dir() else []
-    raise UserError(f"config '{name}' is neither a file nor a preset; presets: {', '.join(known) or 'none'}")
+    known = ", ".join(presets.names()) or "none"
+    raise UserError(f"config '{name}' is neither a file nor a preset; pass --config with one of: {known}")
 
 
 def parse_faults(spec: str) -> dict[tuple[str, int], signal.Signals | float]:
@@ -180,9 +182,16 @@ def run(args) -> int:
     if args.nproc and args.nproc > 1 and not dist_info.enabled:
         return launch(args, strip_nproc(sys.argv[1:] if args.argv is None else list(args.argv)))
     data_dir = Path(args.data)
+    if data_dir.is_file():  # raw text given where a prepared folder belongs: name the command that makes one
+        folder = data_dir.with_name(f"{data_dir.name.split('.')[0]}_data")
+        raise UserError(
+            f"--data '{data_dir}' is a file, not a data folder; make one with `lmforge data prepare "
+            f"--source {data_dir} --out {folder}` and pass --data {folder}"
+        )
     if not data_dir.is_dir():
         raise UserError(
-            f"data folder '{data_dir}' does not exist; make it with `lmforge data prepare --out {data_dir}`"
+            f"data folder '{data_dir}' does not exist; make it with "
+            f"`lmforge data prepare --source YOUR_TEXT --out {data_dir}`"
         )
     check_out_folder(data_dir, Path(args.out), args.resume)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
@@ -267,6 +276,7 @@ def _train(args, config, data_dir: Path, tokenizer, dist_info, log) -> int:
         "val_loss": val.get("loss"),
         "val_bpb": val.get("bpb"),
         "val_perplexity": val.get("perplexity"),
+        "val_tokens": val.get("tokens"),  # the first train.eval_tokens of the split; `eval` reads it all
     }
     if args.json:
         print(json.dumps(summary))
@@ -276,7 +286,11 @@ def _train(args, config, data_dir: Path, tokenizer, dist_info, log) -> int:
             f"{result.tokens_per_second / 1e3:.1f}k tok/s; stopped by {result.stopped_by}"
         )
         if val:
-            print(f"val loss {val['loss']:.4f} | perplexity {val['perplexity']:.2f} | bpb {val['bpb']:.4f}")
+            scope = f"first {val['tokens']:,} val tokens" if val.get("tokens") else "val tokens"
+            print(
+                f"val loss {val['loss']:.4f} | perplexity {val['perplexity']:.2f} | bpb {val['bpb']:.4f} "
+                f"({scope}, train.eval_tokens; `lmforge eval RUN` measures the whole split)"
+            )
         if result.skipped_steps or result.rollbacks:
             print(
                 f"guard: {result.skipped_steps} steps skipped for bad numbers, "

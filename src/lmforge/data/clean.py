@@ -20,6 +20,13 @@ The steps, in order (edits first, so the filters and the hashes see normalised t
   exact_dedup     same text after case folding and whitespace collapsing (see dedup.py)
   near_dedup      MinHash LSH, Jaccard >= `near_threshold` on word 5-grams (see dedup.py)
 
+Why a guard on the filters: the heuristics (too_short .. repeated_lines) were made for scraped web
+pages; on a play, a book, a transcript or source code they can judge most of the corpus "bad". So if
+one of them would remove more than `max_filter_frac` of a source's text, cleaning stops with an error
+naming that rule and the flag that relaxes it, instead of training on what is left. Sources read with
+`--ext` (code, markup) get the `code` profile: the web-page rules symbol_ratio and repeated_lines are
+not applied to them (indentation, brackets and repeated `}` lines are what code looks like).
+
 Output: DATA_DIR/clean/docs_NNNNN.jsonl ({"text", "source"} per line; written to a temporary folder
 that is renamed into place) and clean/clean_report.json.
 """
@@ -62,14 +69,36 @@ class CleanConfig:
     near_threshold: float = 0.8  # Jaccard similarity of word 5-gram sets counted as near duplicate
     num_perm: int = 128  # MinHash permutations (more = better estimate, slower)
     shingle_words: int = 5  # words per shingle
+    max_filter_frac: float = 0.25  # stop if one heuristic rule would drop more of a source's text
 
     def __post_init__(self) -> None:
         if not 0 < self.near_threshold <= 1:
             raise UserError(f"--near-threshold ({self.near_threshold}) must be in (0, 1]")
+        if not 0 < self.max_filter_frac <= 1:
+            raise UserError(f"--max-filter-frac ({self.max_filter_frac}) must be in (0, 1]")
         if self.min_chars < 0 or self.max_chars <= self.min_chars:
             raise UserError(
                 f"--min-chars ({self.min_chars}) must be >= 0 and below --max-chars ({self.max_chars})"
             )
+
+
+# The flag that relaxes each rule, for error hints (a hint must name a flag that really helps).
+FLAGS = {
+    "too_short": ("--min-chars", "0"),
+    "too_long": ("--max-chars", "10000000"),
+    "long_line": ("--max-line-chars", "10000000"),
+    "symbol_ratio": ("--max-symbol-ratio", "1"),
+    "repeated_lines": ("--max-dup-line-frac", "1"),
+    "exact_dedup": ("--no-dedup", ""),
+    "near_dedup": ("--near-threshold", "1"),
+}
+GUARDED = ("too_short", "too_long", "long_line", "symbol_ratio", "repeated_lines")
+WEB_ONLY = ("symbol_ratio", "repeated_lines")  # not applied to the code profile
+
+
+def relax_hint(rule: str) -> str:
+    flag, value = FLAGS[rule]
+    return f"{flag} {value}".strip()
 
 
 def preview(text: str, n: int = 70) -> str:
@@ -165,9 +194,10 @@ def _longest_line(text: str) -> int:
 class Cleaner:
     """Apply the declared steps to one document at a time; `report()` returns the counts."""
 
-    def __init__(self, cfg: CleanConfig):
+    def __init__(self, cfg: CleanConfig, code_sources: set[str] | frozenset[str] = frozenset()):
         c = cfg
         self.cfg = cfg
+        self.code_sources = set(code_sources)  # sources cleaned with the code profile
         self.edits: list[tuple[StepStats, Edit]] = [
             (StepStats("nfc", "edit", "Unicode NFC normalisation"), _nfc),
             (StepStats("invalid_utf8", "edit", "invalid UTF-8 bytes replaced by U+FFFD when read"), _utf8),
@@ -218,8 +248,11 @@ class Cleaner:
 
     def __call__(self, text: str, source: str) -> str | None:
         """The cleaned text, or None if a filter dropped the document."""
-        src = self.per_source.setdefault(source, {"docs_in": 0, "docs_out": 0, "chars_out": 0})
+        src = self.per_source.setdefault(
+            source, {"docs_in": 0, "docs_out": 0, "chars_in": 0, "chars_out": 0, "dropped_chars": {}}
+        )
         src["docs_in"] += 1
+        src["chars_in"] += len(text)
         self.docs_in += 1
         self.chars_in += len(text)
         for st, edit in self.edits:
@@ -232,13 +265,18 @@ class Cleaner:
             text = out
             st.kept += 1
             st.seconds += time.perf_counter() - t0
+        code = source in self.code_sources
         for st, keep in self.filters:
+            if code and st.name in WEB_ONLY:
+                continue
             t0 = time.perf_counter()
             st.docs_in += 1
             why = keep(text)
             st.seconds += time.perf_counter() - t0
             if why is not None:
                 st.dropped += 1
+                st.chars_removed += len(text)
+                src["dropped_chars"][st.name] = src["dropped_chars"].get(st.name, 0) + len(text)
                 st.example(f"{why}: {preview(text, 50)}")
                 return None
             st.kept += 1
@@ -260,12 +298,33 @@ class Cleaner:
             "chars_out": self.chars_out,
             "steps": steps,
             "per_source": self.per_source,
+            "code_sources": sorted(self.code_sources),
+            "max_filter_frac": self.cfg.max_filter_frac,
         }
 
     def check_not_empty(self) -> None:
+        """Stop when everything, a whole source, or too much of one source's text was filtered out."""
         if self.docs_in and not self.docs_out:
             why = ", ".join(f"{st.name}: {st.dropped}" for st, _ in self.filters if st.dropped)
+            worst = max(self.filters, key=lambda f: f[0].chars_removed)[0].name
             raise UserError(
                 f"the cleaning filters removed all {self.docs_in} documents ({why}); "
-                "check the input or relax the filter (e.g. --min-chars)"
+                f"relax the {worst} filter with {relax_hint(worst)}"
             )
+        for name, src in self.per_source.items():
+            dropped = src["dropped_chars"]
+            if src["docs_in"] and not src["docs_out"]:
+                worst = max(dropped, key=dropped.get)
+                raise UserError(
+                    f"the cleaning filters removed all {src['docs_in']} documents of source '{name}' "
+                    f"({', '.join(f'{k}: {v:,} chars' for k, v in dropped.items())}); relax the {worst} "
+                    f"filter with {relax_hint(worst)}"
+                )
+            for rule in GUARDED:
+                share = dropped.get(rule, 0) / max(src["chars_in"], 1)
+                if share > self.cfg.max_filter_frac:
+                    raise UserError(
+                        f"the {rule} filter would remove {share:.0%} of the text of source '{name}' "
+                        f"(over --max-filter-frac {self.cfg.max_filter_frac:g}); a heuristic for web pages: "
+                        f"relax it with {relax_hint(rule)}, or accept the loss with --max-filter-frac 1"
+                    )

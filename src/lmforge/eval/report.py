@@ -199,14 +199,17 @@ def run_report(
         "",
     ]
     md += ["## Final metrics", ""]
+    scope = f"first {config.train.eval_tokens:,} val tokens"  # what training measured; `eval` reads the split
+    md += [f"Validation figures from training: on the {scope} (`train.eval_tokens`); `lmforge eval RUN` "
+           "measures the whole validation split.", ""]  # fmt: skip
     md.append(
         _table(
             ["metric", "value"],
             [
-                ["validation loss (nats/token)", s["val_loss"]],
-                ["validation bits per byte", s["val_bpb"]],
-                ["validation perplexity", s["val_ppl"]],
-                ["best validation bits per byte", s["best_val_bpb"]],
+                [f"validation loss (nats/token), {scope}", s["val_loss"]],
+                [f"validation bits per byte, {scope}", s["val_bpb"]],
+                [f"validation perplexity, {scope}", s["val_ppl"]],
+                [f"best validation bits per byte, {scope}", s["best_val_bpb"]],
                 ["last training loss", s["final_train_loss"]],
             ],
         )
@@ -221,6 +224,7 @@ def run_report(
                 [[n, m["tokens"], m["loss"], m["bpb"]] for n, m in by_source.items()],
             )
         )
+    md += _harness_section(run_dir)
     bpt = tok_meta.get("val_bytes_per_token") or s["bytes_per_token"]
     md += ["", "## Tokenizer", ""]
     md.append(
@@ -299,6 +303,18 @@ def run_report(
     path = out_dir / "report.md"
     io.write_text(path, "\n".join(md) + "\n")
     return path
+
+
+def _harness_section(run_dir: Path) -> list[str]:
+    """The latest `lmforge eval --harness` results (harness.json), if there are any."""
+    found = _read_json(run_dir / "harness.json")
+    if not found.get("tasks"):
+        return []
+    rows = [[task, metric, value] for task, entry in found["tasks"].items()
+            for metric, value in entry.get("metrics", {}).items()]  # fmt: skip
+    note = f"lm-eval {found.get('lm_eval_version', '?')}, limit {found.get('limit')}, checkpoint "
+    note += f"`{found.get('checkpoint', '?')}`"
+    return ["", "## lm-evaluation-harness", "", note, "", _table(["task", "metric", "value"], rows)]
 
 
 def _cores() -> int:

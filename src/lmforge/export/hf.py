@@ -118,7 +118,7 @@ def _write_tokenizer_files(tok_dir: Path, tok, seq_len: int, out: Path) -> None:
         "model_max_length": seq_len,
         "clean_up_tokenization_spaces": False,
     }
-    if tok.kind == "char":
+    if tok.kind == "char" and UNK in tok.special_tokens:  # byte-fallback char tokenizers have none
         config["unk_token"] = UNK
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 

@@ -2,7 +2,7 @@
 
     # sweep.toml
     data = "data/shk"            # DATA_DIR (relative to the current folder)
-    preset = "gpt-tiny"          # optional base preset (a file or a name from configs/)
+    preset = "gpt-tiny"          # optional base preset (a file or a preset name)
     method = "tpe"               # grid | random | tpe (Optuna's Tree-structured Parzen Estimator)
     n_trials = 12                # grid: at most the grid's size
     metric = "val/bpb"           # val/bpb | val/loss (minimised)
