@@ -27,7 +27,8 @@ from lmforge import io
 from lmforge.errors import UserError
 
 LOCK_FILE = ".lock"
-_held: dict[Path, int] = {}  # folder -> open lock file descriptor, kept for the process's life
+# folder -> (open lock file descriptor, whether taking the lock created the folder), for the process's life
+_held: dict[Path, tuple[int, bool]] = {}
 
 
 def lock_folder(folder: str | Path, flag: str, command: str) -> None:
@@ -43,6 +44,7 @@ def lock_folder(folder: str | Path, flag: str, command: str) -> None:
     if key in _held:
         return
     path = folder / LOCK_FILE
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -59,14 +61,25 @@ def lock_folder(folder: str | Path, flag: str, command: str) -> None:
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}: {command}\n".encode())
-    _held[key] = fd
+    _held[key] = (fd, created)
 
 
 def unlock_folder(folder: str | Path) -> None:
-    """Release a lock taken by `lock_folder` before the process ends (a verb called in-process)."""
-    fd = _held.pop(Path(folder).resolve(), None)
-    if fd is not None:
-        os.close(fd)
+    """Release a lock taken by `lock_folder` before the process ends (a verb called in-process).
+
+    A folder that taking the lock created and that still holds nothing else is removed: a command
+    that failed before writing leaves --out as it found it.
+    """
+    key = Path(folder).resolve()
+    fd, created = _held.pop(key, (None, False))
+    if fd is None:
+        return
+    if created:
+        with contextlib.suppress(OSError):
+            if [p.name for p in key.iterdir()] == [LOCK_FILE]:
+                (key / LOCK_FILE).unlink()
+                key.rmdir()
+    os.close(fd)
 
 
 @contextlib.contextmanager
