@@ -1,15 +1,18 @@
-"""Where a run reports: metrics.jsonl (and TensorBoard when asked), the progress bar, and messages.
+"""Where a run reports: metrics.jsonl (and TensorBoard when asked), the progress bar, messages, and
+the speed (tokens/s, MFU) they show.
 
 Rank 0 speaks for a distributed run; the other ranks get a logbook that writes nothing.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from lmforge import runs
 from lmforge.errors import UserError
+from lmforge.eval.metrics import model_flops_utilization
 
 
 class Logbook:
@@ -39,6 +42,27 @@ class Logbook:
     def close(self) -> None:
         self.bar.close()
         self._close()
+
+
+class Speed:
+    """Tokens/s and MFU over the steps since the last log line, evaluation time left out."""
+
+    def __init__(self, flops_per_token: int, peak: float) -> None:
+        self.flops_per_token, self.peak = flops_per_token, peak
+        self.tokens, self.start = 0, time.perf_counter()
+        self.tokens_per_second = self.mfu = 0.0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def pause(self, seconds: float) -> None:
+        self.start += seconds
+
+    def measure(self) -> None:
+        now = time.perf_counter()
+        self.tokens_per_second = self.tokens / max(1e-9, now - self.start)
+        self.mfu = model_flops_utilization(self.flops_per_token, self.tokens_per_second, self.peak)
+        self.tokens, self.start = 0, now
 
 
 def _metrics_sink(run_dir: Path, tensorboard: bool) -> tuple[Callable[[dict], None], Callable[[], None]]:

@@ -30,14 +30,13 @@ from lmforge import dist, hardware, runs
 from lmforge.config import RunConfig
 from lmforge.dist import DistInfo
 from lmforge.errors import UserError
-from lmforge.eval.metrics import model_flops_utilization
 from lmforge.train import guard, sharding
 from lmforge.train.budget import Clock, TimeBudget, first_reserve, probe_step_seconds
 from lmforge.train.data import TrainData, open_data
 from lmforge.train.engine import Engine, apply_update, build_engine, train_step
 from lmforge.train.faults import Faults
 from lmforge.train.guard import MAX_ROLLBACKS, ROLLBACK_AFTER, SPIKE_WINDOW, bad_step  # noqa: F401
-from lmforge.train.logbook import Logbook
+from lmforge.train.logbook import Logbook, Speed
 from lmforge.train.optim import set_lr
 from lmforge.train.resume import check_not_finished, environment, exactness_warnings, open_run, threads_for
 from lmforge.train.schedule import lr_factor, lr_factor_by_time
@@ -125,7 +124,7 @@ def train(
     book = Logbook(run_dir, tcfg.tensorboard, state.max_steps, state.step, progress, log, main)
     start_step = state.step  # the step resumed from (or rolled back to) is not evaluated or saved again
     last_val, last_val_step, stopped_by = {}, -1, None
-    speed = _Speed(flops_per_token, peak)
+    speed = Speed(flops_per_token, peak)
     step_times: list[float] = []
     engine.model.train()
     with StopFlag() as stop:
@@ -391,27 +390,6 @@ def _save(
         fault_hook=lambda point: faults.at(point, step), gathered=gathered,
     )  # fmt: skip
     runs.prune_checkpoints(run_dir, keep_last, state.best_step)
-
-
-class _Speed:
-    """Tokens/s and MFU over the steps since the last log line, evaluation time left out."""
-
-    def __init__(self, flops_per_token: int, peak: float) -> None:
-        self.flops_per_token, self.peak = flops_per_token, peak
-        self.tokens, self.start = 0, time.perf_counter()
-        self.tokens_per_second = self.mfu = 0.0
-
-    def add(self, tokens: int) -> None:
-        self.tokens += tokens
-
-    def pause(self, seconds: float) -> None:
-        self.start += seconds
-
-    def measure(self) -> None:
-        now = time.perf_counter()
-        self.tokens_per_second = self.tokens / max(1e-9, now - self.start)
-        self.mfu = model_flops_utilization(self.flops_per_token, self.tokens_per_second, self.peak)
-        self.tokens, self.start = 0, now
 
 
 def _compile_seconds(step_times: list[float]) -> float:
