@@ -91,6 +91,8 @@ def test_building_and_stepping_does_not_import_the_compiler():
         "opt = build_optimizers(OptimConfig(), m)[0]\n"
         "m(torch.randn(2, 4)).sum().backward(); torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)\n"
         "opt.step(); opt.zero_grad()\n"
+        "assert isinstance(opt, torch.optim.Optimizer)\n"
+        "opt.load_state_dict(opt.state_dict())\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -49,20 +49,23 @@ def param_roles(model: nn.Module) -> dict[str, str]:
     return roles
 
 
-class AdamW:
-    """AdamW (Loshchilov & Hutter 2019) on torch's fused kernel, without ``torch.optim.Optimizer``.
+class AdamW(torch.optim.Optimizer):
+    """AdamW (Loshchilov & Hutter 2019) on torch's fused kernel: a ``torch.optim.Optimizer`` whose
+    methods do not import the compiler.
 
     Why not ``torch.optim.AdamW``: building or stepping any torch.optim optimizer imports
-    ``torch._dynamo`` (its methods are wrapped so the compiler skips them), 1.2 s of every run's
-    start-up on a 2-core CPU -- a twentieth of the Tiny Shakespeare speedrun. The update is the very
-    kernel ``torch.optim.AdamW(fused=True)`` calls (``torch._fused_adamw_``), and the state dict has
-    torch's layout and type name, so checkpoints move freely between this class and torch's (FSDP
-    runs use torch's).
+    ``torch._dynamo`` (``add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict`` are
+    wrapped in ``torch._disable_dynamo``, which imports it on first call) -- a second or more of every
+    run's start-up on a 2-core CPU, a twentieth of the Tiny Shakespeare speedrun (BENCHMARKS.md, "What
+    made the steps and start-up cheaper"). This class overrides exactly those four with plain code;
+    the update is the very kernel ``torch.optim.AdamW(fused=True)`` calls (``torch._fused_adamw_``),
+    and the state dict has torch's layout, so checkpoints move freely between this class and torch's
+    (FSDP runs use torch's).
     """
 
     def __init__(self, groups: list[dict], lr: float, betas: tuple[float, float], eps: float) -> None:
         # The keys torch's AdamW keeps in each group, so it can load a state dict saved from here.
-        self.defaults = {
+        defaults = {
             "lr": lr,
             "betas": betas,
             "eps": eps,
@@ -75,8 +78,12 @@ class AdamW:
             "fused": True,
             "decoupled_weight_decay": True,
         }
-        self.param_groups = [{**self.defaults, **g, "params": list(g["params"])} for g in groups]
-        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        super().__init__(groups, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        self.param_groups.append({**self.defaults, **param_group, "params": params})
 
     def _state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         st = self.state.get(p)
@@ -89,7 +96,10 @@ class AdamW:
         return st
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, closure=None) -> None:
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
         for group in self.param_groups:
             # The fused kernel takes one device and dtype per call.
             buckets: dict[tuple, list[torch.Tensor]] = {}
@@ -145,7 +155,7 @@ class AdamW:
         ):
             raise ValueError("optimizer state has a different number of parameters or groups")
         state = state_dict["state"]
-        self.state = {}
+        self.state.clear()
         for s, group in zip(saved, self.param_groups, strict=True):
             for key, value in s.items():
                 if key != "params":
