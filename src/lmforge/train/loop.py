@@ -290,8 +290,8 @@ def _setup_threads(tcfg, device: torch.device, dinfo: DistInfo, checkpoint, log)
         reasons = exactness_warnings(saved, env)
         if reasons:
             log(
-                "warning: this continuation will not be bit-identical to an uninterrupted run: "
-                + "; ".join(reasons)
+                "warning: this continuation will not be bit-identical to an uninterrupted run, or "
+                "cannot be shown to be: " + "; ".join(reasons)
             )
     return env
 

@@ -50,9 +50,10 @@ def threads_for(configured: int, saved_env: dict | None, default: int) -> int:
 
 
 def exactness_warnings(saved_env: dict | None, env: dict) -> list[str]:
-    """Why this continuation will not be bit-identical to the uninterrupted run (empty: it will be)."""
+    """Why this continuation will not (or cannot be shown to) be bit-identical to the uninterrupted
+    run; empty when it will be."""
     if not saved_env:
-        return ["the checkpoint does not record its environment (an older lmforge wrote it)"]
+        return ["the checkpoint does not record its environment (an older lmforge or an import wrote it)"]
     names = {
         "threads": "thread count",
         "dtype": "train.dtype",
