@@ -66,3 +66,4 @@ def test_a_finished_run_is_extended_or_refused_by_name(char_data, tmp_path_facto
     time_run = copy_until(reference_run(char_data, tmp_path_factory), tmp_path / "timed", STEPS)
     assert main([*train_args(char_data, time_run, "--resume"), "--time-budget", "0.01"]) == 2
     assert "already spent its time budget" in capsys.readouterr().err
+    assert json.loads((time_run / "config.json").read_text())["train"]["time_budget"] == 0  # unrecorded

@@ -53,14 +53,14 @@ def test_a_run_slowed_down_mid_way_still_warms_down_and_ends_on_budget(
 
     class SlowLate(Faults):
         """The machine gets busy late in the run, when a plan made from the early pace has already
-        committed to its warm-down: each step takes 80 ms longer, several times its own time."""
+        committed to its warm-down: each step takes 120 ms longer, several times its own time."""
 
         start = None
 
         def at(self, point, step):
             self.start = self.start or time.perf_counter()
             if point == "step" and time.perf_counter() - self.start > 0.75 * budget:
-                time.sleep(0.08)
+                time.sleep(0.12)
 
     monkeypatch.setattr(cli_train, "faults_from_env", SlowLate)
     out = tmp_path / "run"
@@ -75,5 +75,5 @@ def test_a_run_slowed_down_mid_way_still_warms_down_and_ends_on_budget(
     assert abs(summary["wall_seconds"] - budget) <= 0.05 * budget + 0.1, summary
     lr = [r["lr_factor"] for r in runs.read_metrics(out) if "lr_factor" in r]
     assert len(lr) > 40
-    assert lr[-1] <= 0.2  # the warm-down reached (about) its end, min_lr_frac 0.1
+    assert lr[-1] <= 0.25  # the warm-down reached (about) its end, min_lr_frac 0.1
     assert all(b <= a + 1e-9 for a, b in zip(lr[5:], lr[6:], strict=False))  # it never went back up

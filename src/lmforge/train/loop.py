@@ -31,6 +31,7 @@ from lmforge.config import RunConfig
 from lmforge.dist import DistInfo
 from lmforge.errors import UserError
 from lmforge.train import guard, sharding
+from lmforge.train import resume as run_folder
 from lmforge.train.budget import Clock, TimeBudget, first_reserve, probe_step_seconds
 from lmforge.train.data import TrainData, open_data
 from lmforge.train.engine import Engine, apply_update, build_engine, train_step
@@ -38,7 +39,6 @@ from lmforge.train.faults import Faults
 from lmforge.train.guard import MAX_ROLLBACKS, ROLLBACK_AFTER, SPIKE_WINDOW, bad_step  # noqa: F401
 from lmforge.train.logbook import Logbook, Speed
 from lmforge.train.optim import set_lr
-from lmforge.train.resume import check_not_finished, environment, exactness_warnings, open_run, threads_for
 from lmforge.train.schedule import lr_factor, lr_factor_by_time
 from lmforge.train.state import TrainState
 from lmforge.train.stop import StopFlag
@@ -98,7 +98,7 @@ def train(
         )
 
     # --- the run folder, the state it continues from, and what exactness depends on ---
-    checkpoint = open_run(run_dir, config, data, resume, allow_data_change, main, say_once)
+    checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main, say_once)
     state = TrainState.from_meta(checkpoint.meta) if checkpoint else TrainState(max_steps=tcfg.max_steps)
     env = _setup_threads(tcfg, device, dinfo, checkpoint, say_once)
     engine = build_engine(config, data, device, dinfo, checkpoint, init_from, say_once)
@@ -114,7 +114,11 @@ def train(
     clock = Clock(state.wall_seconds)
     budget = _plan(state, config, engine, clock, say_once)
     if checkpoint is not None:
-        check_not_finished(state, config, budget is not None and budget.spent(state.wall_seconds), run_dir)
+        run_folder.check_not_finished(
+            state, config, budget is not None and budget.spent(state.wall_seconds), run_dir
+        )
+        if main:
+            run_folder.record_changes(run_dir, config, say_once)
     say_once(
         f"model {config.model.family}: {engine.model.num_params():,} parameters, {flops_per_token:,} "
         f"FLOPs/token; {engine.tokens_per_step:,} tokens/step ({tcfg.batch_size} x {config.model.seq_len} "
@@ -278,16 +282,16 @@ def _setup_threads(tcfg, device: torch.device, dinfo: DistInfo, checkpoint, log)
     if device.type == "cpu":
         # processes on one machine share its cores rather than oversubscribing them
         default = max(1, hardware.physical_cores() // dinfo.world_size)
-        threads = threads_for(tcfg.threads, saved, default)
+        threads = run_folder.threads_for(tcfg.threads, saved, default)
         hardware.setup_threads(threads)
         if saved and not tcfg.threads and threads != default:
             log(
                 f"resume: {threads} threads as when the checkpoint was written "
                 "(train.threads sets another count)"
             )
-    env = environment(torch.get_num_threads(), tcfg.dtype, device, dinfo.world_size)
+    env = run_folder.environment(torch.get_num_threads(), tcfg.dtype, device, dinfo.world_size)
     if checkpoint is not None:
-        reasons = exactness_warnings(saved, env)
+        reasons = run_folder.exactness_warnings(saved, env)
         if reasons:
             log(
                 "warning: this continuation will not be bit-identical to an uninterrupted run, or "

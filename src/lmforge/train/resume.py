@@ -87,7 +87,6 @@ def open_run(
             )
         _check_same_run(run_dir, config, data, allow_data_change)
         if main:
-            _record_changes(run_dir, config, log)
             for name in runs.remove_temporaries(run_dir):
                 log(f"removed unfinished checkpoint {name}")
         checkpoint = runs.find_latest_good(run_dir, log=log)
@@ -153,7 +152,7 @@ def _check_same_run(run_dir: Path, config: RunConfig, data: TrainData, allow_dat
         )
 
 
-def _record_changes(run_dir: Path, config: RunConfig, log: Callable[[str], None]) -> None:
+def record_changes(run_dir: Path, config: RunConfig, log: Callable[[str], None]) -> None:
     """Settings changed on the resume command go into config.json, so the folder says how it was run."""
     before = flatten(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
     after = flatten(config.to_dict())
