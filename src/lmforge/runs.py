@@ -495,9 +495,8 @@ def load_run(run_dir: str | Path, step: int | None = None, device: str = "cpu", 
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if config.model.family == "task":  # a fine-tuned head (finetune/tasks.py) is not a language model
-        task_file = run_dir / "task.json"
-        task = io.read_json_object(task_file).get("task", "task") if task_file.is_file() else "task"
+    if config.model.family == "task":  # a model with a task head labels text rather than generating it
+        task = config.model.task
         raise UserError(
             f"'{run_dir}' is a {task} run, fine-tuned to label text rather than generate it; use "
             f"`lmforge predict {run_dir}` or `lmforge eval {run_dir} --task {task} --data FILE`"

@@ -8,9 +8,6 @@ process SIGKILLs or signals itself at a named point of a given step, so nothing 
 from __future__ import annotations
 
 import pytest
-
-from lmforge import runs
-from lmforge.cli import main
 from test_reliability_support import (
     STEPS,
     all_checkpoints_verify,
@@ -23,6 +20,9 @@ from test_reliability_support import (
     reference_run,
     train_args,
 )
+
+from lmforge import runs
+from lmforge.cli import main
 
 # Five kill -9 in one run (ckpt_every=5): between steps, right after a checkpoint, and twice in the
 # middle of writing one. (point, step, checkpoint the next run must resume from, steps it redoes)

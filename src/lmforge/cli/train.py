@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -14,15 +13,8 @@ from lmforge.cli.options import add_config_flags
 from lmforge.errors import UserError
 from lmforge.memory import check_fits
 
-# Test-only fault injection at exact points, never by timing: LMFORGE_FAULT="ITEM[,ITEM...]", ITEM =
-#   POINT:STEP[:SIG]  at POINT of step STEP send this process SIG (KILL, the default; INT; TERM);
-#                     POINT is step (before the step's update), ckpt_data_written, ckpt_before_rename
-#   sigint:STEP / sigterm:STEP   shorthand for step:STEP:INT / step:STEP:TERM
-#   nan:STEP / spike:STEP        multiply the step's measured loss by NaN / 100 (the guard must catch it)
-# Each item fires once per process.
+# Test-only fault injection at exact points (the spec's grammar: lmforge/train/faults.py).
 FAULT_ENV = "LMFORGE_FAULT"
-_FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
-_LOSS_FAULTS = {"nan": float("nan"), "spike": 100.0}
 
 
 def register(subparsers) -> None:
@@ -61,27 +53,6 @@ def resolve_preset(name: str | None) -> Path | None:
     raise UserError(f"config '{name}' is neither a file nor a preset; pass --config with one of: {known}")
 
 
-def parse_faults(spec: str) -> dict[tuple[str, int], signal.Signals | float]:
-    """LMFORGE_FAULT's value -> {(point, step): a signal to send, or a loss multiplier}."""
-    targets: dict[tuple[str, int], signal.Signals | float] = {}
-    this_rank = os.environ.get("RANK", "0")
-    for item in filter(None, spec.split(",")):
-        try:
-            point, step, *sig = item.strip().split(":")
-            step, _, rank = step.partition("@")  # "step:3@1": only on rank 1
-            if rank and rank != this_rank:
-                continue
-            if point in _LOSS_FAULTS:
-                targets[("loss", int(step))] = _LOSS_FAULTS[point]
-            elif point in ("sigint", "sigterm"):
-                targets[("step", int(step))] = _FAULT_SIGNALS[point[3:].upper()]
-            else:
-                targets[(point, int(step))] = _FAULT_SIGNALS[sig[0] if sig else "KILL"]
-        except (KeyError, ValueError):
-            raise UserError(f"{FAULT_ENV} item '{item}' is not POINT:STEP[:KILL|INT|TERM]") from None
-    return targets
-
-
 def strip_nproc(argv: list[str]) -> list[str]:
     """The command line without `--nproc N` (the launched ranks must not launch again)."""
     out, skip = [], False
@@ -98,23 +69,11 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def fault_hook_from_env():
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return None
-    targets = parse_faults(spec)
+def faults_from_env():
+    """The faults LMFORGE_FAULT asks for (tests only); none when it is unset."""
+    from lmforge.train.faults import parse_faults
 
-    def hook(point: str, step: int) -> float | None:
-        action = targets.pop((point, step), None)
-        if isinstance(action, float):
-            return action
-        if action is not None:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.kill(os.getpid(), action)  # SIGINT / SIGTERM run their handler before this returns
-        return None
-
-    return hook
+    return parse_faults(os.environ.get(FAULT_ENV), rank=int(os.environ.get("RANK", "0")))
 
 
 def build_config(args, vocab_size: int):
@@ -247,7 +206,7 @@ def _train(args, config, data_dir: Path, tokenizer, dist_info, log) -> int:
             progress=not args.no_progress and not args.json,
             log=log,
             sample_fn=make_sampler(tokenizer, config.train.sample_tokens, config.train.seed),
-            fault_hook=fault_hook_from_env(),
+            faults=faults_from_env(),
             dist_info=dist_info,
         )
     except (MemoryError, RuntimeError) as exc:

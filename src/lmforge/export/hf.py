@@ -221,7 +221,7 @@ def import_hf(
             "val": {},
             "imported_from": info["imported_from"],
         }
-        optimizers = build_optimizers(OptimConfig(), model, cfg.vocab_size)
+        optimizers = build_optimizers(OptimConfig(), model)
         save_checkpoint(tmp, 0, model, optimizers, meta)
         if verify:
             from lmforge.export.verify import check_models, check_tokenizer

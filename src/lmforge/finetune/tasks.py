@@ -36,6 +36,7 @@ from lmforge.finetune.task_data import label_list, read_examples, split_examples
 from lmforge.models.heads import TaskModel
 from lmforge.models.lora import base_name
 from lmforge.train.loop import TrainData, train
+from lmforge.train.resume import run_settings
 
 # Fine-tuning is short: defaults below the user's key=value overrides, above the backbone run's config.
 TASK_DEFAULTS = {
@@ -177,6 +178,8 @@ def finetune_task(
         tree: dict = {}
         apply_updates(tree, flatten(backbone.base_tree))
         apply_updates(tree, {**TASK_DEFAULTS, "data.path": str(train_spec), "data.weights": {}})
+        if resume and (out_dir / "config.json").is_file():  # continue the run as it was configured
+            apply_updates(tree, run_settings(out_dir))
         apply_updates(tree, {f"model.{k}": v for k, v in model_tree.items()})
         updates = dict(parse_override(o) for o in overrides)
         if max_steps is not None:
