@@ -172,3 +172,12 @@ def test_word_alignment_and_in_place_rewrite():
     assert unique_words(["the king, the queen"]) == ["the", "king", "queen"]
     # spacing and punctuation stay the source's; an empty translation keeps the word
     assert rewrite("Long liue  the King!", {"liue": "live", "King": ""}) == "Long live  the King!"
+
+
+def test_edit_distance_and_plausible_respellings():
+    from lmforge.finetune.words import edit_distance, plausible
+
+    assert edit_distance("haue", "have") == 1 and edit_distance("", "abc") == 3
+    assert edit_distance("Scarlet", "Scartle") == 2 and edit_distance("selfe", "self") == 1
+    assert plausible("haue", "have") and plausible("thinke", "think") and plausible("Iohn", "John")
+    assert not plausible("Scarlet", "Scartle") and not plausible("Balthasar", "Bathartath")

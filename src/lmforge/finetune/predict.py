@@ -24,7 +24,7 @@ from lmforge.eval import task_metrics as M
 from lmforge.finetune import encode as E
 from lmforge.finetune.backbones import TaskTokenizer, load_task_tokenizer
 from lmforge.finetune.task_data import check_labels, read_examples, task_kind
-from lmforge.finetune.words import rewrite, unique_words
+from lmforge.finetune.words import plausible, rewrite, unique_words
 from lmforge.generate.beam import beam_search, sample_decode
 from lmforge.models.heads import TaskModel
 
@@ -135,9 +135,33 @@ def translate_texts(
         words = unique_words(sources)
         room = max_new_tokens or min(run.seq_len // 2, 2 * max((len(w) for w in words), default=1) + 8)
         new = translate_lines(run, words, beam_size, room, temperature, seed)
+        if temperature <= 0:  # the word unchanged is always a candidate: keep it when the model prefers it
+            ours, kept = mean_logprobs(run, words, new), mean_logprobs(run, words, words)
+            new = [
+                n if o > k and plausible(w, n) else w
+                for w, n, o, k in zip(words, new, ours, kept, strict=True)
+            ]
         mapping = dict(zip(words, new, strict=True))
         return [rewrite(source, mapping) for source in sources]
     return translate_lines(run, sources, beam_size, max_new_tokens, temperature, seed)
+
+
+@torch.no_grad()
+def mean_logprobs(run: TaskRun, sources: list[str], targets: list[str], batch_size: int = 64) -> list[float]:
+    """Mean log-probability per target token (its end included) of each target given its source:
+    the score beam search ranks finished candidates by, so the two are comparable."""
+    device = next(run.model.parameters()).device
+    rows = [
+        E.encode_translate(run.tokenizer, s, t, run.seq_len) for s, t in zip(sources, targets, strict=True)
+    ]
+    out = []
+    for chunk in _batches(rows, batch_size):
+        x, y = E.collate(chunk, run.tokenizer.pad_id)
+        logp = run.model(x.to(device)).float().cpu().log_softmax(-1)  # (B, T, V)
+        keep = y >= 0
+        picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep  # (B, T)
+        out += (picked.sum(1) / keep.sum(1).clamp(min=1)).tolist()
+    return out
 
 
 def translate_lines(

@@ -6,8 +6,10 @@ that writes the whole line itself loses that: one wrong character anywhere costs
 fixes it makes. Here the model sees one word at a time instead (``selfe <sep> self <end>``): short
 sequences that a character-level model learns to copy within a few hundred steps, many more training
 examples (every aligned word of every pair), and the line is rebuilt by replacing each word of the
-source in place -- spacing and punctuation are the source's, exactly as in the copy baseline. What
-is lost: edits that merge or split words ("your selfe" -> "yourself") and punctuation changes.
+source in place -- spacing and punctuation are the source's, exactly as in the copy baseline. A
+word stays as it is when the model scores it at least as high as its rewrite, or when the rewrite
+is too far from it to be a respelling (``plausible``). What is lost: edits that merge or split
+words ("your selfe" -> "yourself") and punctuation changes.
 
 The word pairs come from aligning each training pair's words with difflib: equal runs and
 one-for-one replacements of equal length give pairs (a word and its new spelling); other edits are
@@ -20,6 +22,25 @@ import difflib
 import re
 
 WORD_RE = re.compile(r"\w+(?:['-]\w+)*")
+# A rewrite may change at most this share of a word's characters (and always at least one): the word
+# unit is for rewrites that keep the words, and a small model's failures are scrambled long words
+# ("Balthasar" -> "Bathartath"), which this rejects in favour of the word as it was.
+MAX_EDIT_SHARE = 0.25
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions of one character each)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def plausible(word: str, rewrite: str) -> bool:
+    """Whether `rewrite` is close enough to `word` to be a respelling of it (MAX_EDIT_SHARE)."""
+    return edit_distance(word, rewrite) <= max(1, int(MAX_EDIT_SHARE * len(word)))
 
 
 def aligned_words(source: str, target: str) -> list[tuple[str, str]]:
