@@ -58,6 +58,7 @@ def run_task(args: argparse.Namespace):
         freeze_backbone=args.freeze_backbone,
         pooling=args.pooling,
         subtoken=args.subtoken,
+        unit=args.unit,
         seq_len=args.seq_len,
         from_scratch=args.from_scratch,
         resume=args.resume,
@@ -98,6 +99,12 @@ def register(subparsers) -> None:
         choices=["first", "last"],
         default="first",
         help="ner: the sub-token of a word that carries its tag (default first)",
+    )
+    g.add_argument(
+        "--unit",
+        choices=["line", "word"],
+        default="line",
+        help="translate: learn whole lines, or word by word for rewrites that keep most words (spelling)",
     )
     g.add_argument("--seq-len", type=int, help="longest input in tokens (default: the backbone's context)")
     g.add_argument(

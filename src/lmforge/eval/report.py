@@ -186,6 +186,8 @@ def run_report(
     run_dir = Path(run_dir)
     s = summarize(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir
+    if (run_dir / "task.json").is_file():
+        return task_report(run_dir, s, out_dir)
     loaded = runs.load_run(run_dir, log=lambda _msg: None)
     plots = plot_curves([(s["name"], s["records"], s["bytes_per_token"])], out_dir)
     config, model = loaded.config, loaded.model
@@ -315,6 +317,77 @@ def _harness_section(run_dir: Path) -> list[str]:
     note = f"lm-eval {found.get('lm_eval_version', '?')}, limit {found.get('limit')}, checkpoint "
     note += f"`{found.get('checkpoint', '?')}`"
     return ["", "## lm-evaluation-harness", "", note, "", _table(["task", "metric", "value"], rows)]
+
+
+def task_report(run_dir: Path, s: dict, out_dir: Path) -> Path:
+    """A fine-tuned task run: its task metrics beside the trivial baseline, curves, training settings.
+
+    The figures are the validation-set evaluation ``finetune`` recorded at the end (the ``task_eval``
+    line of metrics.jsonl); a task run has no language-model bits-per-byte or samples to show.
+    """
+    from lmforge.finetune.predict import METRIC_KEYS
+
+    info = _read_json(run_dir / "task.json")
+    final = next((r for r in reversed(s["records"]) if r.get("event") == "task_eval"), None)
+    plots = plot_curves([(s["name"], s["records"], None)], out_dir)
+    md = [
+        f"# Task run report: {s['name']}",
+        "",
+        f"Run folder `{run_dir}`: {info.get('task')} fine-tuned from "
+        f"{info.get('backbone', {}).get('source')} "
+        f"({info.get('examples', {}).get('train')} training, {info.get('examples', {}).get('val')} "
+        f"validation examples; validation: {info.get('val')}).",
+        "",
+        "## Task metrics on the validation set",
+        "",
+    ]
+    if final is None:
+        md.append("No final task evaluation recorded (the fine-tuning did not finish); run `lmforge eval`.")
+    else:
+        keys = [k for k in METRIC_KEYS if f"val/{k}" in final]
+        md.append(f"Baseline: {final.get('baseline') or '-'}, on the same examples.")
+        md.append("")
+        md.append(
+            _table(
+                ["metric", "model", "baseline", "model - baseline"],
+                [
+                    [
+                        k,
+                        final[f"val/{k}"],
+                        final.get(f"baseline/{k}"),
+                        final[f"val/{k}"] - final[f"baseline/{k}"] if f"baseline/{k}" in final else None,
+                    ]
+                    for k in keys
+                ],
+            )
+        )
+    md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    config, tcfg = s["config"], s["config"].train
+    lora = info.get("lora", {})
+    how = (
+        f"LoRA rank {lora.get('rank')}"
+        if lora.get("rank")
+        else "probe (backbone frozen)"
+        if info.get("freeze_backbone")
+        else "full"
+    )
+    md += ["", "## Training", ""]
+    md.append(
+        _table(
+            ["", ""],
+            [
+                ["fine-tuning", how],
+                ["trainable parameters", info.get("trainable_params")],
+                ["steps", s["steps"]],
+                ["wall time (s)", s["wall_seconds"]],
+                ["optimizer", f"{config.optim.name}, lr {config.optim.lr:g}"],
+                ["batch", f"{tcfg.batch_size} examples"],
+            ],
+        )
+    )
+    path = out_dir / "report.md"
+    io.write_text(path, "\n".join(md) + "\n")
+    return path
 
 
 def _cores() -> int:
