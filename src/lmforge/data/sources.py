@@ -50,6 +50,9 @@ from lmforge.errors import UserError
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".parquet")
 TEXT_SUFFIXES = (".txt", ".md")
 BLOCK_BYTES = 1 << 20  # read text files in 1 MB blocks
+# Longest JSONL line / CSV field read: one record is held whole while parsed (about twice its size),
+# so a longer one is a bad line (with --skip-bad-lines: skipped and counted), not a memory spike.
+MAX_RECORD_BYTES = 64 << 20
 MAX_INVALID_FRAC = 0.1  # more invalid bytes per character than this: the file is in another encoding
 DOC_SPLITS = ("auto", "paragraphs", "lines", "file")
 BREAKS = {  # where a document may end, best first
@@ -280,33 +283,57 @@ def _bad_line(stats: SourceStats, skip: bool, where: str, why: str, fix: str = "
         stats.bad_line_examples.append(f"{where}: {why}")
 
 
+def _skip_rest(fh: BinaryIO, size: int) -> int:
+    """Read past the rest of an over-long line block by block; returns the whole line's size."""
+    while raw := fh.readline(BLOCK_BYTES):
+        size += len(raw)
+        if raw.endswith(b"\n"):
+            break
+    return size
+
+
 def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[Any]:
+    # Memory: a record is held as its bytes, then its text, then the parsed value -- each reference
+    # dropped as soon as the next exists, so a long record costs a few times its size, and a line
+    # over MAX_RECORD_BYTES is never held whole.
     with _open_binary(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.decode("utf-8-sig", "lmforge.count").strip()
-            if not line:
+        lineno = 0
+        while raw := fh.readline(MAX_RECORD_BYTES + 1):
+            lineno += 1
+            where = f"{path}:{lineno}"
+            if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+                size, raw = _skip_rest(fh, len(raw)), b""
+                limit = MAX_RECORD_BYTES >> 20
+                why = f"a record of {size / 1e6:,.0f} MB, over the {limit} MB one line may hold"
+                fix = "split it into smaller records (or save the text as .txt, which is read in blocks)"
+                _bad_line(stats, cfg.skip_bad_lines, where, why, fix)
                 continue
+            if raw.isspace():
+                continue
+            try:
+                line = raw.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8-sig", "lmforge.count")
+            raw = b""
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                _bad_line(stats, cfg.skip_bad_lines, f"{path}:{lineno}", f"not valid JSON ({exc.msg})")
+                _bad_line(stats, cfg.skip_bad_lines, where, f"not valid JSON ({exc.msg})")
                 continue
+            finally:
+                line = ""
             if not isinstance(obj, dict) or src.text_field not in obj:
                 keys = ", ".join(list(obj)[:8]) if isinstance(obj, dict) else type(obj).__name__
                 fix = f"name the field: --source {src.spec} --text-field FIELD (or {src.spec}::FIELD)"
-                _bad_line(
-                    stats,
-                    cfg.skip_bad_lines,
-                    f"{path}:{lineno}",
-                    f"no field '{src.text_field}' (has: {keys})",
-                    fix,
-                )
+                _bad_line(stats, cfg.skip_bad_lines, where, f"no field '{src.text_field}' (has: {keys})", fix)
                 continue
-            yield obj[src.text_field]
+            value, obj = obj[src.text_field], None
+            yield value
+            value = None
 
 
 def _csv_records(path: Path, src: SourceSpec, stats: SourceStats) -> Iterator[Any]:
-    csv.field_size_limit((1 << 31) - 1)
+    csv.field_size_limit(MAX_RECORD_BYTES)  # a longer field is refused before it is held whole
     with (
         _open_binary(path) as raw,
         io.TextIOWrapper(raw, "utf-8-sig", errors="lmforge.count", newline="") as fh,
@@ -319,6 +346,11 @@ def _csv_records(path: Path, src: SourceSpec, stats: SourceStats) -> Iterator[An
             for row in reader:
                 yield row[src.text_field]
         except csv.Error as exc:
+            if "field limit" in str(exc):
+                raise UserError(
+                    f"{path}:{reader.line_num}: a field over the {MAX_RECORD_BYTES >> 20} MB one record may "
+                    "hold; split it into smaller records (or save the text as .txt, which is read in blocks)"
+                ) from None
             raise UserError(f"{path}:{reader.line_num}: malformed CSV ({exc}); fix the file") from None
 
 
