@@ -57,13 +57,13 @@ class InjectedFaults(Faults):
         self.slow_from, self.slow_seconds = slow_from, slow_seconds
 
     def at(self, point: str, step: int) -> None:
-        if point == "step" and self.slow_from is not None and step >= self.slow_from:
-            time.sleep(self.slow_seconds)
         sig = self.signals.pop((point, step), None)
         if sig is not None:
             sys.stdout.flush()
             sys.stderr.flush()
             os.kill(os.getpid(), sig)  # SIGINT / SIGTERM run their handler before this returns
+        if point == "step" and self.slow_from is not None and step >= self.slow_from:
+            time.sleep(self.slow_seconds)  # after a signal: "sigterm:S,slow:S:60" is a step that cannot end
 
     def loss_factor(self, step: int) -> float:
         return self.losses.pop(step, 1.0)
