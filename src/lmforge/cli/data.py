@@ -362,9 +362,19 @@ def format_report(verb: str, r: dict) -> str:
     lines.append(f"split      {split['mode']}, val fraction {split['val_fraction']:g}{how}")
     c = st["clean"]
     lines.append(f"collect    {st['collect']['docs']} docs, {_rate(st['collect'])}")
-    dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
+    # Documents are of any size (a paragraph, a file), so a count alone hides how much text went.
+    total = max(c.get("chars_in", 0), 1)
+    dropped = (
+        ", ".join(
+            f"{k} {v}"
+            + (f" ({c['dropped_chars'][k] / total:.0%} of the text)" if "dropped_chars" in c else "")
+            for k, v in c["dropped"].items()
+        )
+        or "none"
+    )
+    kept = f", kept {c['chars_out'] / total:.0%} of the text" if "chars_out" in c else ""
     lines.append(
-        f"clean      {c['docs_in']} -> {c['docs_out']} docs, {_rate(c)}; dropped: {dropped} "
+        f"clean      {c['docs_in']} -> {c['docs_out']} docs{kept}, {_rate(c)}; dropped: {dropped} "
         f"(near-dup threshold {c['near_threshold']})"
     )
     lines.append(format_report("tokenizer", st["tokenizer"]))

@@ -57,6 +57,7 @@ BREAKS = {  # where a document may end, best first
     "lines": ("\n", " "),
     "file": ("\n\n", "\n\r\n", "\n", " "),
 }
+LMFORGE_MARKERS = ("prepare_report.json", "run.json")  # a folder holding one is lmforge's own output
 MAX_SKIPPED_LISTED = 1000  # skipped files listed by name in sources.json (all are counted)
 
 # Invalid UTF-8 is replaced with U+FFFD and the bad bytes are counted, via a named codec error handler.
@@ -256,12 +257,17 @@ def _text_docs(path: Path, cfg: CollectConfig, stats: SourceStats) -> Iterator[s
         rule = choose_split(first, cfg.doc_chars)
     stats.doc_split[rule] = stats.doc_split.get(rule, 0) + 1
     size = cfg.max_doc_chars if rule == "file" else min(cfg.doc_chars, cfg.max_doc_chars)
-    n_chars = 0
+    n_chars = non_ascii = 0
     for doc in chunk_stream(itertools.chain([first], blocks), size, stats, BREAKS[rule]):
         n_chars += len(doc)
+        if not doc.isascii():
+            non_ascii += len(doc) - len(doc.encode("ascii", "ignore")) - doc.count("\ufffd")
         yield doc
     invalid = _invalid_bytes[0] - invalid_before
-    if invalid > 16 and invalid > MAX_INVALID_FRAC * n_chars:  # a few stray bytes are replaced and counted
+    # A few stray bytes are replaced and counted. A file whose bad bytes outnumber its good non-ASCII
+    # characters is in another encoding even when it is mostly ASCII (English with a few accents in
+    # Latin-1): every accented character would become U+FFFD.
+    if invalid > 16 and (invalid > MAX_INVALID_FRAC * n_chars or invalid > non_ascii):
         raise UserError(
             f"'{path}' is not {cfg.encoding} text ({invalid:,} invalid bytes in {n_chars:,} characters); "
             "pass its encoding, e.g. --encoding latin-1"
@@ -385,10 +391,37 @@ def list_files(root: Path, stats: SourceStats, ext: tuple[str, ...] = ()) -> lis
         if _is_binary(root):
             raise UserError(f"source '{root}' is a binary file, not text; pass --source with a text file")
         return [root]
+    if any((root / name).is_file() for name in LMFORGE_MARKERS):
+        raise UserError(
+            f"--source '{root}' is an lmforge data or run folder, not text; pass as --source the "
+            "files it was made from"
+        )
     files, found, binary = [], Counter(), 0
+    # lmforge's own output inside a source folder (a data folder made with --out under it, or a run)
+    # holds .jsonl documents and logs: read back, they would feed the corpus its own copy.
+    own = sorted(
+        {p.parent for name in LMFORGE_MARKERS for p in root.rglob(name) if p.parent != root},
+        key=lambda p: len(p.parts),
+    )
+    for folder in own:
+        if not any(done in folder.parents for done in own):
+            _skip(
+                stats, str(folder.relative_to(root)) + "/", "an lmforge data or run folder, not source text"
+            )
+    # rglob neither follows links to folders (a loop would never end) nor yields broken links: list
+    # both as skipped, so that no file the user can see in the folder disappears without a word.
+    for link in sorted(p for p in root.rglob("*") if p.is_symlink() and not p.is_file()):
+        rel = link.relative_to(root)
+        if not any(part.startswith(".") for part in rel.parts):
+            why = (
+                "link to a folder, not followed; pass it as its own --source"
+                if link.is_dir()
+                else "broken link"
+            )
+            _skip(stats, str(rel), why)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts) or any(f in path.parents for f in own):
             continue
         kind = _kind(path, ext)
         if kind in ("", ".txt", ".md", "code") and _is_binary(path):
@@ -510,9 +543,15 @@ def empty_source_error(src: SourceSpec, stats: SourceStats, n_sources: int) -> U
     """A source that gave no document is never a silent success: say what was found instead."""
     what = "the corpus is empty: " if n_sources == 1 else ""
     if stats.bad_lines:
+        example = stats.bad_line_examples[0]
+        fix = (
+            "; name the field with the text: --text-field FIELD after this --source"
+            if "no field" in example
+            else "; fix the file, or pass another --source"
+        )
         return UserError(
             f"{what}source '{src.spec}' gave 0 documents: all {stats.bad_lines} lines were skipped as bad "
-            f"(e.g. {stats.bad_line_examples[0]})"
+            f"(e.g. {example}){fix}"
         )
     if stats.empty_docs:
         return UserError(
