@@ -161,3 +161,36 @@ def test_out_naming_the_current_folder_is_one_line(tmp_path, capsys, monkeypatch
     fails(capsys, ["--source", str(tmp_path / "a.txt"), "--out", "."], "current folder", "--out data")
     fails(capsys, ["--source", str(tmp_path / "a.txt"), "--out", ".."], "current folder")
     assert not list(work.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "work"]
+
+
+def test_a_damaged_gz_is_one_line_naming_the_file(tmp_path, capsys):
+    import gzip
+
+    packed = gzip.compress(prose(10, 2000).encode())
+    (tmp_path / "cut.txt.gz").write_bytes(packed[: len(packed) // 2])  # a download cut off
+    (tmp_path / "bad.txt.gz").write_bytes(packed[:10] + bytes(range(256)) * 4)  # damaged inside
+    for name in ("cut.txt.gz", "bad.txt.gz"):
+        fails(
+            capsys, ["--source", str(tmp_path / name), "--out", str(tmp_path / "d")], f"{name}' is a damaged"
+        )
+
+
+def test_a_spreadsheet_csv_in_cp1252_is_refused_then_read_with_encoding(tmp_path, capsys):
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["text", "id"])
+    for i in range(60):
+        writer.writerow([prose(20 + i, 6).replace("people", "caf\xe9"), i])
+    (tmp_path / "sheet.csv").write_bytes(buf.getvalue().encode("cp1252"))
+    (tmp_path / "bom.csv").write_bytes(buf.getvalue().encode("utf-8-sig"))  # Excel's "CSV UTF-8"
+    argv = ["--source", str(tmp_path / "sheet.csv"), "--out", str(tmp_path / "d")]
+    fails(capsys, argv, "sheet.csv' is not utf-8", "--encoding")
+    assert main(["data", "prepare", *argv, "--encoding", "cp1252"]) == 0
+    assert "café" in (tmp_path / "d" / "clean" / "docs_00000.jsonl").read_text(encoding="utf-8")
+    capsys.readouterr()
+    argv = ["data", "prepare", "--source", str(tmp_path / "bom.csv"), "--out", str(tmp_path / "d2"), "--json"]
+    assert main(argv) == 0  # the BOM is not part of the first column's name
+    assert json.loads(capsys.readouterr().out)["sources"]["bom"]["n_docs"] == 60

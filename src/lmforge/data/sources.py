@@ -38,6 +38,7 @@ import io
 import itertools
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -233,14 +234,20 @@ def _is_binary(path: Path) -> bool:
     try:
         with _open_binary(path) as fh:
             head = fh.read(8192)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UserError(f"'{path}' is a damaged .gz file ({exc}); unpack it again or remove it") from None
     except OSError:
         return True
     return len(head) - len(head.translate(None, _CONTROL_BYTES)) > 0.1 * len(head)
 
 
+def _codec(encoding: str) -> str:
+    """The codec for --encoding: UTF-8 also drops a byte-order mark (files saved by Windows tools)."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
 def _text_blocks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
-    decoder = codecs.getincrementaldecoder(codec)(errors="lmforge.count")
+    decoder = codecs.getincrementaldecoder(_codec(encoding))(errors="lmforge.count")
     with _open_binary(path) as fh:
         while block := fh.read(BLOCK_BYTES):
             yield decoder.decode(block)
@@ -257,8 +264,17 @@ def _text_docs(path: Path, cfg: CollectConfig, stats: SourceStats) -> Iterator[s
         rule = choose_split(first, cfg.doc_chars)
     stats.doc_split[rule] = stats.doc_split.get(rule, 0) + 1
     size = cfg.max_doc_chars if rule == "file" else min(cfg.doc_chars, cfg.max_doc_chars)
+    yield from _checked_encoding(
+        path, cfg, invalid_before, chunk_stream(itertools.chain([first], blocks), size, stats, BREAKS[rule])
+    )
+
+
+def _checked_encoding(
+    path: Path, cfg: CollectConfig, invalid_before: int, docs: Iterable[str]
+) -> Iterator[str]:
+    """Pass `docs` (all of one file) through; at the end, refuse the file if it is in another encoding."""
     n_chars = non_ascii = 0
-    for doc in chunk_stream(itertools.chain([first], blocks), size, stats, BREAKS[rule]):
+    for doc in docs:
         n_chars += len(doc)
         if not doc.isascii():
             non_ascii += len(doc) - len(doc.encode("ascii", "ignore")) - doc.count("\ufffd")
@@ -266,11 +282,11 @@ def _text_docs(path: Path, cfg: CollectConfig, stats: SourceStats) -> Iterator[s
     invalid = _invalid_bytes[0] - invalid_before
     # A few stray bytes are replaced and counted. A file whose bad bytes outnumber its good non-ASCII
     # characters is in another encoding even when it is mostly ASCII (English with a few accents in
-    # Latin-1): every accented character would become U+FFFD.
+    # Latin-1, a CSV saved by a spreadsheet in cp1252): every accented character would become U+FFFD.
     if invalid > 16 and (invalid > MAX_INVALID_FRAC * n_chars or invalid > non_ascii):
         raise UserError(
             f"'{path}' is not {cfg.encoding} text ({invalid:,} invalid bytes in {n_chars:,} characters); "
-            "pass its encoding, e.g. --encoding latin-1"
+            "pass its encoding, e.g. --encoding latin-1 (or cp1252 for a spreadsheet's CSV)"
         )
 
 
@@ -289,7 +305,7 @@ def _bad_line(stats: SourceStats, skip: bool, where: str, why: str, fix: str = "
 def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[Any]:
     with _open_binary(path) as fh:
         for lineno, raw in enumerate(fh, 1):
-            line = raw.decode("utf-8-sig", "lmforge.count").strip()
+            line = raw.decode(_codec(cfg.encoding), "lmforge.count").strip()
             if not line:
                 continue
             try:
@@ -311,11 +327,11 @@ def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: Sourc
             yield obj[src.text_field]
 
 
-def _csv_records(path: Path, src: SourceSpec, stats: SourceStats) -> Iterator[Any]:
+def _csv_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[Any]:
     csv.field_size_limit((1 << 31) - 1)
     with (
         _open_binary(path) as raw,
-        io.TextIOWrapper(raw, "utf-8-sig", errors="lmforge.count", newline="") as fh,
+        io.TextIOWrapper(raw, _codec(cfg.encoding), errors="lmforge.count", newline="") as fh,
     ):
         reader = csv.DictReader(fh)
         try:
@@ -444,23 +460,32 @@ def list_files(root: Path, stats: SourceStats, ext: tuple[str, ...] = ()) -> lis
 
 def _iter_files(files: list[Path], src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
     for path in files:
-        stats.files += 1
-        kind = _kind(path, src.ext)
-        if kind in (*TEXT_SUFFIXES, "code"):
-            stats.code_files += kind == "code"
-            for doc in _text_docs(path, cfg, stats):
-                if doc.strip():
-                    yield doc
-                else:
-                    stats.empty_docs += 1
-            continue
-        if kind == ".jsonl":
-            records = _jsonl_records(path, src, cfg, stats)
-        elif kind == ".csv":
-            records = _csv_records(path, src, stats)
-        else:
-            records = _parquet_records(path, src)
-        yield from _records_to_docs(records, cfg, stats)
+        try:
+            yield from _iter_file(path, src, cfg, stats)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            # A damaged or cut-off .gz fails deep inside a read: name the file, in one line.
+            raise UserError(f"'{path}' is a damaged .gz file ({exc}); unpack it again or remove it") from None
+
+
+def _iter_file(path: Path, src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
+    stats.files += 1
+    kind = _kind(path, src.ext)
+    if kind in (*TEXT_SUFFIXES, "code"):
+        stats.code_files += kind == "code"
+        for doc in _text_docs(path, cfg, stats):
+            if doc.strip():
+                yield doc
+            else:
+                stats.empty_docs += 1
+        return
+    invalid_before = _invalid_bytes[0]
+    if kind == ".jsonl":
+        records = _jsonl_records(path, src, cfg, stats)
+    elif kind == ".csv":
+        records = _csv_records(path, src, cfg, stats)
+    else:
+        records = _parquet_records(path, src)
+    yield from _checked_encoding(path, cfg, invalid_before, _records_to_docs(records, cfg, stats))
 
 
 def _iter_hf(src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
