@@ -22,7 +22,10 @@ Text files are .txt / .md, plus the extensions named with `--ext` (e.g. `py,rst`
 as text with the `code` cleaning profile (no web-page filters; see clean.py).
 
 Decisions a user may trip on, each counted in the source's stats (written to sources.json):
-  invalid UTF-8   replaced with U+FFFD, the bad bytes counted (`invalid_utf8_bytes`);
+  invalid UTF-8   replaced with U+FFFD, the bad bytes counted (`invalid_utf8_bytes`); a file (text,
+                  JSONL or CSV) with more bad bytes than good non-ASCII characters is refused, naming
+                  --encoding, which every file kind honours;
+  lmforge output  a data or run folder inside a source folder is skipped (listed), never read back;
   bad jsonl line  a one-line error naming file:line (nothing is silently lost), unless
                   `skip_bad_lines` is set, which skips and counts them (`bad_lines`, first few listed);
   other files     in a folder, files with other extensions or binary content are skipped, each
