@@ -7,6 +7,8 @@ import json
 import os
 import random
 
+import pytest
+
 from lmforge.cli import main
 
 _LINE = "when in the course of human events it becomes necessary for one people to dissolve bands"
@@ -194,3 +196,21 @@ def test_a_spreadsheet_csv_in_cp1252_is_refused_then_read_with_encoding(tmp_path
     argv = ["data", "prepare", "--source", str(tmp_path / "bom.csv"), "--out", str(tmp_path / "d2"), "--json"]
     assert main(argv) == 0  # the BOM is not part of the first column's name
     assert json.loads(capsys.readouterr().out)["sources"]["bom"]["n_docs"] == 60
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [
+        ("--weight", "inf", "--weight (inf)"),
+        ("--max-symbol-ratio", "nan", "--max-symbol-ratio (nan)"),
+        ("--max-dup-line-frac", "-1", "--max-dup-line-frac (-1.0)"),
+        ("--max-line-chars", "0", "--max-line-chars (0)"),
+        ("--encoding", "rot13", "not a known text encoding"),
+        ("--encoding", "base64", "not a known text encoding"),
+        ("--encoding", "utf-16", "cannot be read as utf-16"),
+    ],
+)
+def test_hostile_option_values_are_one_line(tmp_path, capsys, flag, value, needle):
+    (tmp_path / "a.txt").write_text(prose(30))
+    fails(capsys, ["--source", str(tmp_path / "a.txt"), flag, value, "--out", str(tmp_path / "d")], needle)
+    assert not (tmp_path / "d").exists()

@@ -87,8 +87,8 @@ class SourceSpec:
     ext: tuple[str, ...] = ()  # extra extensions read as text with the code profile, e.g. (".py",)
 
     def __post_init__(self) -> None:
-        if not self.weight > 0:
-            raise UserError(f"--weight ({self.weight}) for source '{self.spec}' must be > 0")
+        if not 0 < self.weight < float("inf"):  # inf would make every other source's share 0 (nan)
+            raise UserError(f"--weight ({self.weight}) for source '{self.spec}' must be a number > 0")
         self.ext = tuple(parse_ext(",".join(self.ext)))
 
 
@@ -119,8 +119,11 @@ class CollectConfig:
         if self.doc_chars < 200:
             raise UserError(f"--doc-chars ({self.doc_chars}) must be at least 200")
         try:
-            codecs.lookup(self.encoding)
+            info = codecs.lookup(self.encoding)
         except LookupError:
+            info = None
+        # rot13, base64, zlib ... are codecs too, but they turn bytes into bytes, not into text.
+        if info is None or not getattr(info, "_is_text_encoding", True):
             raise UserError(
                 f"--encoding '{self.encoding}' is not a known text encoding (e.g. latin-1)"
             ) from None
@@ -468,6 +471,10 @@ def _iter_files(files: list[Path], src: SourceSpec, cfg: CollectConfig, stats: S
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
             # A damaged or cut-off .gz fails deep inside a read: name the file, in one line.
             raise UserError(f"'{path}' is a damaged .gz file ({exc}); unpack it again or remove it") from None
+        except UnicodeError as exc:  # bad bytes are replaced and counted; this is a codec that gave up
+            raise UserError(
+                f"'{path}' cannot be read as {cfg.encoding} ({exc}); pass its encoding with --encoding"
+            ) from None
 
 
 def _iter_file(path: Path, src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
