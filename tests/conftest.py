@@ -74,7 +74,7 @@ TINY = [
 ]
 
 
-# --- a tiny base run and its chat fine-tuned child (tests/generate/test_chat.py, tests/serve/test_serve.py, tests/serve/test_web.py) ---
+# --- a tiny base run and its chat fine-tuned child (test_chat.py, test_serve.py, test_web.py) ---
 
 CHAT_WORDS = ["to", "be", "or", "not", "the", "question", "sleep", "die"]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -132,8 +133,50 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        tokens_per_micro = self.train.batch_size * self.model.seq_len
+        micro_steps = math.ceil(self.train.batch_tokens / tokens_per_micro)
+        if micro_steps > MAX_MICRO_STEPS:
+            raise UserError(
+                f"train.batch_tokens ({self.train.batch_tokens}) needs {micro_steps:,} micro-steps of "
+                f"train.batch_size x model.seq_len = {tokens_per_micro} tokens per optimizer step; lower "
+                f"train.batch_tokens to at most {MAX_MICRO_STEPS * tokens_per_micro}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class SamplingConfig:
+    """How a trained model picks its next tokens (`generate`, `chat`): one set of defaults for all."""
+
+    max_new_tokens: int = 200  # new tokens at most
+    temperature: float = 0.8  # divides the logits; 0 = greedy (argmax)
+    top_k: int = 0  # sample among the K most likely tokens; 0 = all
+    top_p: float = 1.0  # sample from the smallest set of tokens holding probability P; 1 = all
+    seed: int | None = None  # seed for repeatable sampling; None = a fresh draw each time
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_new_tokens <= 1 << 20:
+            raise UserError(f"--max-new-tokens ({self.max_new_tokens}) must be in [0, {1 << 20}]")
+        if not (math.isfinite(self.temperature) and 0 <= self.temperature <= 100):
+            raise UserError(f"--temperature ({self.temperature}) must be in [0, 100] (0 = greedy)")
+        if self.top_k < 0:
+            raise UserError(f"--top-k ({self.top_k}) must be >= 0 (0 = all tokens)")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p ({self.top_p}) must be in (0, 1] (1 = all tokens)")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise UserError(f"--seed ({self.seed}) must be in [0, 2**63)")
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `generate_tokens` / `ChatSession` (None = filter off)."""
+        return {
+            "temperature": self.temperature,
+            "top_k": self.top_k or None,
+            "top_p": self.top_p if self.top_p < 1 else None,
+            "seed": self.seed,
+        }
 
 
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "train": TrainConfig}
@@ -180,6 +223,75 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+# The allowed range of every numeric setting, checked by `check_value` wherever a value enters a
+# config (preset, override, flag, a saved config.json): (low, high, low_is_open). NaN and infinity
+# are refused for every key; so are values no 2-core machine could use (they would allocate for a
+# minute before failing, or never finish). tests/test_config_values.py requires an entry here for
+# every int/float field of every section and model family.
+_BIG = 10_000_000  # steps: far beyond any run this toolkit is for
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "data.weights": (0, 1e6, False),
+    "optim.lr": (0, 10, True),
+    "optim.weight_decay": (0, 10, False),
+    "optim.beta1": (0, 0.999999, False),
+    "optim.beta2": (0, 0.999999, False),
+    "optim.eps": (0, 1, True),
+    "optim.momentum": (0, 0.999999, False),
+    "optim.muon_lr": (0, 10, True),
+    "optim.muon_momentum": (0, 0.999999, False),
+    "optim.grad_clip": (0, 1e6, False),
+    "schedule.warmup_steps": (0, _BIG, False),
+    "schedule.warmdown_frac": (0, 1, False),
+    "schedule.min_lr_frac": (0, 1, False),
+    "train.batch_size": (1, 1 << 20, False),
+    "train.batch_tokens": (0, 1 << 40, False),
+    "train.max_steps": (1, _BIG, False),
+    "train.max_tokens": (0, 1 << 50, False),
+    "train.time_budget": (0, 1e7, False),  # seconds (about four months)
+    "train.seed": (0, 2**32 - 1, False),
+    "train.eval_every": (1, _BIG, False),
+    "train.eval_tokens": (1, 1 << 40, False),
+    "train.sample_every": (0, _BIG, False),
+    "train.sample_tokens": (0, 1 << 20, False),
+    "train.ckpt_every": (1, _BIG, False),
+    "train.keep_last": (0, 1 << 20, False),
+    "train.log_every": (1, _BIG, False),
+    "train.threads": (0, 4096, False),
+    "model.vocab_size": (0, 1 << 24, False),
+    "model.seq_len": (1, 1 << 20, False),
+    "model.n_layer": (1, 1024, False),
+    "model.n_head": (1, 1024, False),
+    "model.n_kv_head": (0, 1024, False),
+    "model.n_embd": (1, 1 << 16, False),
+    "model.mlp_hidden": (0, 1 << 20, False),
+    "model.hidden": (1, 1 << 16, False),
+    "model.rope_base": (0, 1e12, True),
+    "model.norm_eps": (0, 1, False),
+    "model.logit_softcap": (0, 1e6, False),
+    "model.dropout": (0, 0.999999, False),
+    "model.n_labels": (0, 1 << 20, False),
+    "model.pad_id": (0, 1 << 24, False),
+    "model.lora_rank": (0, 1 << 16, False),
+    "model.lora_alpha": (0, 1e6, False),
+}
+# batch_tokens beyond this many micro-steps per optimizer step is a typo, not a plan: one step would
+# take longer than any run.
+MAX_MICRO_STEPS = 65536
+
+
+def check_value(key: str, value: Any, range_key: str | None = None) -> None:
+    """Refuse a NaN, an infinity or an out-of-range number for `key`, naming it and the range
+    (`range_key`: the RANGES entry when it is not `key` itself, e.g. data.weights for each source)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key} ({value}) must be a finite number")
+    low, high, low_open = RANGES.get(range_key or key, (-math.inf, math.inf, False))
+    if value < low or value > high or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise UserError(f"{key} ({value}) must be in {bracket}{low:g}, {high:g}]")
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -198,7 +310,9 @@ def apply_updates(tree: dict[str, dict[str, Any]], updates: dict[str, Any]) -> N
     for dotted, value in updates.items():
         section, _, key = dotted.partition(".")
         if section == "data" and key.startswith("weights."):
-            tree.setdefault("data", {}).setdefault("weights", {})[key.split(".", 1)[1]] = value
+            weight = _coerce(dotted, value, float)
+            check_value(dotted, weight, "data.weights")
+            tree.setdefault("data", {}).setdefault("weights", {})[key.split(".", 1)[1]] = weight
             continue
         if section == "model":
             default = updates.get("model.family", "gpt")  # keys may come in any order (sorted JSON)
@@ -212,7 +326,12 @@ def apply_updates(tree: dict[str, dict[str, Any]], updates: dict[str, Any]) -> N
             raise _unknown_key(dotted, [*SECTIONS, "model"])
         if key not in types_:
             raise _unknown_key(dotted, [f"{section}.{k}" for k in types_])
-        tree.setdefault(section, {})[key] = _coerce(dotted, value, types_[key])
+        value = _coerce(dotted, value, types_[key])
+        if dotted == "data.weights":
+            for name, weight in value.items():
+                check_value(f"data.weights.{name}", weight, "data.weights")
+        check_value(dotted, value)
+        tree.setdefault(section, {})[key] = value
 
 
 # Settings whose value is a whole table, kept as one key: mixture weights, and a fine-tuned model's
@@ -264,21 +383,38 @@ def build_run_config(tree: dict[str, Any], vocab_size: int | None = None) -> Run
 
 
 def load_config(
-    preset: str | Path | None, overrides: list[str] | dict[str, Any] | None, vocab_size: int | None
+    preset: str | Path | None,
+    overrides: list[str] | dict[str, Any] | None,
+    vocab_size: int | None,
+    *,
+    saved: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Preset file (or defaults) + overrides -> validated RunConfig."""
+    """The one way a RunConfig is built from what a user gives, each layer over the one before:
+    a run's saved config.json (`saved`, on resume), the preset file, command-line flags mapped to
+    dotted keys (`flags`, see cli/options.py), `key=value` overrides, and what the verb itself sets
+    (`fixed`, e.g. data.path from --data). Every layer goes through `apply_updates`, so names, types
+    and ranges are checked the same way whichever way a value came in.
+    """
     tree: dict[str, Any] = {}
+    if saved:
+        apply_updates(tree, flatten(saved))
     if preset:
         apply_updates(tree, flatten(read_toml(preset)))
+    if flags:
+        apply_updates(tree, flags)
     if isinstance(overrides, dict):
         apply_updates(tree, overrides)
     elif overrides:
         apply_updates(tree, dict(parse_override(o) for o in overrides))
+    if fixed:
+        apply_updates(tree, fixed)
     return build_run_config(tree, vocab_size)
 
 
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig saved with `to_dict` (a run's config.json)."""
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild the whole RunConfig a run saved with `to_dict` (its config.json), checked like input."""
     tree: dict[str, Any] = {}
     apply_updates(tree, flatten(data))
     return build_run_config(tree)

@@ -24,6 +24,14 @@ Why a required-piece check on top of the checksums: a manifest only proves the f
 that were written. `verify_checkpoint` also refuses a checkpoint that lacks a piece of state a resume
 needs (a file, a meta.json key, an optimizer tensor), naming it, instead of resuming half-restored.
 
+Why readers need no lock: writers hold a folder lock (locks.py), but checkpoints appear and
+disappear only by rename, so a reader (`eval`, `generate`, `report`, `serve`) that loses a race with
+pruning simply looks again (`find_latest_good`) and never waits for a training process.
+
+Why a hash over every tokenizer file: the tokenizer's own hash covers its vocabulary and merges, but
+not meta.json (`token_bytes`, `eot_id`), and bits-per-byte is computed from `token_bytes`. run.json
+records `tokenizer_files_hash`, and `load_run` refuses a run whose tokenizer/ no longer matches it.
+
 Every stage after training (eval, generate, export, ...) reads a run through `load_run`.
 """
 
@@ -43,8 +51,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lmforge import __version__
-from lmforge.config import RunConfig, config_from_dict
+from lmforge import __version__, io
+from lmforge.config import RunConfig, run_config_from_dict
 from lmforge.errors import UserError
 
 CKPT_RE = re.compile(r"^step_(\d{6,})$")
@@ -75,14 +83,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary sibling, fsync, and rename over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write JSON to a temporary sibling, fsync, and rename over `path` (io.write_json)."""
+    io.write_json(path, obj)
+
+
+def tokenizer_files_hash(tokenizer_dir: str | Path) -> str:
+    """sha256 over every file of a tokenizer folder (names and contents, meta.json included)."""
+    tokenizer_dir = Path(tokenizer_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in tokenizer_dir.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(tokenizer_dir).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
 
 
 # --- optimizer state <-> (tensors, JSON) -------------------------------------------------------
@@ -308,14 +319,28 @@ def _warn(message: str) -> None:
 
 
 def find_latest_good(run_dir: Path, log=_warn) -> Checkpoint | None:
-    """Newest checkpoint that verifies; damaged ones are reported and skipped."""
-    for step, path in list_checkpoints(run_dir):
-        problem = verify_checkpoint(path)
-        if problem:
-            log(f"warning: skipping damaged checkpoint {problem}")
-            continue
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        return Checkpoint(path=path, step=step, meta=meta)
+    """Newest checkpoint that verifies; damaged ones are reported and skipped.
+
+    A checkpoint that vanishes while it is read was pruned by a training process that saved a newer
+    one meanwhile: look again rather than report it damaged (readers never block the writer).
+    """
+    for _ in range(20):
+        for step, path in list_checkpoints(run_dir):
+            problem = verify_checkpoint(path)
+            meta = None
+            if problem is None:
+                try:
+                    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    problem = f"{path.name}: meta.json is unreadable"
+            if not path.is_dir():
+                break  # pruned under us: list again
+            if problem:
+                log(f"warning: skipping damaged checkpoint {problem}")
+                continue
+            return Checkpoint(path=path, step=step, meta=meta)
+        else:
+            return None
     return None
 
 
@@ -378,21 +403,16 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
-    with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """One line in metrics.jsonl; a failed write (disk full) is a UserError and leaves no half line."""
+    io.append_line(Path(run_dir) / "metrics.jsonl", json.dumps(record))
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def read_metrics(run_dir: Path, log=_warn) -> list[dict]:
+    """The records of metrics.jsonl; lines cut short by a crash or damaged are skipped with a warning."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a crash
-    return records
+    return list(io.iter_jsonl(path, warn=log))
 
 
 def truncate_metrics(run_dir: Path, after_step: int) -> None:
@@ -401,9 +421,7 @@ def truncate_metrics(run_dir: Path, after_step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= after_step]
-    tmp = path.with_name(".tmp-metrics.jsonl")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    io.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 # --- loading a run ---------------------------------------------------------------------------
@@ -421,6 +439,7 @@ class LoadedRun:
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
+    """config.json of a run folder, checked: a missing, damaged or hand-broken file names itself."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(
@@ -431,10 +450,42 @@ def read_run_config(run_dir: Path) -> RunConfig:
         raise UserError(
             f"'{run_dir}' is not an lmforge run (no config.json); pass a folder made by `lmforge train`"
         )
+    data = io.read_json_object(path, "restore it or train into a new folder")
     try:
-        return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except ValueError as exc:
-        raise UserError(f"'{path}' is not valid JSON: {exc}") from None
+        return run_config_from_dict(data)
+    except UserError as exc:
+        raise UserError(f"{path} is damaged: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        raise UserError(f"{path} is damaged ({type(exc).__name__}: {exc}); restore it") from None
+
+
+def read_run_info(run_dir: Path) -> dict:
+    """run.json of a run folder ({} for a folder without one), checked like config.json."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    return io.read_json_object(path, "restore it or train into a new folder")
+
+
+def check_run_tokenizer(run_dir: Path, info: dict, tokenizer, ckpt_meta: dict | None = None) -> None:
+    """Refuse a run whose tokenizer/ is not the one it was trained with (by name of what differs)."""
+    tok_dir = Path(run_dir) / "tokenizer"
+    expected = info.get("tokenizer_files_hash")
+    if expected and tokenizer_files_hash(tok_dir) != expected:
+        raise UserError(
+            f"the tokenizer in '{tok_dir}' is not the one this run was trained with (its files, "
+            "meta.json included, do not match tokenizer_files_hash in run.json); copy back the data "
+            "folder's tokenizer/ the run was trained on"
+        )
+    for where, recorded in (
+        ("run.json", info.get("tokenizer_hash")),
+        ("the checkpoint", (ckpt_meta or {}).get("tokenizer_hash")),
+    ):
+        if recorded and recorded != tokenizer.hash:
+            raise UserError(
+                f"the tokenizer in '{tok_dir}' does not match the one {where} was made with "
+                "(tokenizer_hash); copy back the data folder's tokenizer/ the run was trained on"
+            )
 
 
 def load_run(run_dir: str | Path, step: int | None = None, device: str = "cpu", log=_warn) -> LoadedRun:
@@ -444,27 +495,33 @@ def load_run(run_dir: str | Path, step: int | None = None, device: str = "cpu", 
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if config.model.family == "task":  # a fine-tuned head (finetune/tasks.py) is not a language model
-        task_file = run_dir / "task.json"
-        task = json.loads(task_file.read_text(encoding="utf-8"))["task"] if task_file.is_file() else "task"
+    if config.model.family == "task":  # a model with a task head labels text rather than generating it
+        task = config.model.task
         raise UserError(
             f"'{run_dir}' is a {task} run, fine-tuned to label text rather than generate it; use "
             f"`lmforge predict {run_dir}` or `lmforge eval {run_dir} --task {task} --data FILE`"
         )
-    info_path = run_dir / "run.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    if step is None:
-        ckpt = find_latest_good(run_dir, log=log)
-        if ckpt is None:
-            raise UserError(f"run '{run_dir}' has no usable checkpoint yet; train it (or resume) first")
-    else:
-        path = run_dir / "ckpt" / ckpt_name(step)
-        problem = verify_checkpoint(path) if path.is_dir() else f"{path.name} does not exist"
-        if problem:
-            raise UserError(f"checkpoint {problem}")
-        ckpt = Checkpoint(path, step, json.loads((path / "meta.json").read_text(encoding="utf-8")))
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    model = MODELS[config.model.family][1](config.model)
-    load_model_weights(model, ckpt.path)
-    model.to(device).eval()
-    return LoadedRun(run_dir, config, model, tokenizer, ckpt.meta, ckpt.path, info)
+    info = read_run_info(run_dir)
+    for _ in range(20):  # a checkpoint pruned between finding and reading it: find the newer one
+        if step is None:
+            ckpt = find_latest_good(run_dir, log=log)
+            if ckpt is None:
+                raise UserError(f"run '{run_dir}' has no usable checkpoint yet; train it (or resume) first")
+        else:
+            path = run_dir / "ckpt" / ckpt_name(step)
+            problem = verify_checkpoint(path) if path.is_dir() else f"{path.name} does not exist"
+            if problem:
+                raise UserError(f"checkpoint {problem}")
+            ckpt = Checkpoint(path, step, io.read_json_object(path / "meta.json"))
+        tokenizer = load_tokenizer(run_dir / "tokenizer")
+        check_run_tokenizer(run_dir, info, tokenizer, ckpt.meta)
+        model = MODELS[config.model.family][1](config.model)
+        try:
+            load_model_weights(model, ckpt.path)
+        except UserError:
+            if step is None and not ckpt.path.is_dir():
+                continue
+            raise
+        model.to(device).eval()
+        return LoadedRun(run_dir, config, model, tokenizer, ckpt.meta, ckpt.path, info)
+    raise UserError(f"run '{run_dir}' is saving checkpoints faster than they can be read; try again")

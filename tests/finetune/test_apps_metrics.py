@@ -140,3 +140,44 @@ def test_task_examples_from_a_saved_hugging_face_dataset(tmp_path):
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
     examples = read_examples(f"hf:{tmp_path / 'ds'}", "classify")
     assert [(e["text"], e["label"]) for e in examples] == list(zip(rows["text"], rows["label"], strict=True))
+
+
+def test_baselines_by_hand():
+    labels = ["a", "b", "c"]
+    base = M.majority_baseline([0, 1, 1, 1, 2], labels)  # always "b": 3 of 5 right
+    assert base["name"] == "majority class (b)" and base["accuracy"] == pytest.approx(0.6)
+    assert base["macro_f1"] == pytest.approx((0 + 2 * 3 / (3 + 5) + 0) / 3)
+    true = [["B-PER", "I-PER", "O", "O"], ["O", "B-LOC"]]
+    all_o = M.all_o_baseline(true)
+    assert all_o["f1"] == 0.0 and all_o["token_accuracy"] == pytest.approx(3 / 6)
+    assert M.entity_scores(true, true)["token_accuracy"] == 1.0
+    copy = M.copy_baseline(
+        ["stand and vnfold your selfe", "long liue the king of france"],
+        ["stand and unfold yourself", "long live the king of france"],
+    )
+    assert copy["name"] == "copy the source" and 0 < copy["bleu"] < 100 and 0 < copy["chrf"] < 100
+
+
+def test_word_alignment_and_in_place_rewrite():
+    from lmforge.finetune.words import aligned_words, rewrite, unique_words, word_examples
+
+    pairs = aligned_words("Stand and vnfold it.", "Stand, and unfold it!")
+    assert pairs == [("Stand", "Stand"), ("and", "and"), ("vnfold", "unfold"), ("it", "it")]
+    pairs = aligned_words("I vnfold your selfe", "I unfold yourself")
+    assert pairs == [("I", "I")]  # 3 words -> 2: not guessed
+    assert word_examples([{"source": "I haue it", "target": "I have it"}])[1] == {
+        "source": "haue",
+        "target": "have",
+    }
+    assert unique_words(["the king, the queen"]) == ["the", "king", "queen"]
+    # spacing and punctuation stay the source's; an empty translation keeps the word
+    assert rewrite("Long liue  the King!", {"liue": "live", "King": ""}) == "Long live  the King!"
+
+
+def test_edit_distance_and_plausible_respellings():
+    from lmforge.finetune.words import edit_distance, plausible
+
+    assert edit_distance("haue", "have") == 1 and edit_distance("", "abc") == 3
+    assert edit_distance("Scarlet", "Scartle") == 2 and edit_distance("selfe", "self") == 1
+    assert plausible("haue", "have") and plausible("thinke", "think") and plausible("Iohn", "John")
+    assert not plausible("Scarlet", "Scartle") and not plausible("Balthasar", "Bathartath")

@@ -9,7 +9,7 @@ import torch
 
 import lmforge.presets
 from lmforge.errors import UserError
-from lmforge.models import GPT, MODELS, GPTConfig, GRUConfig, build_model, config_from_dict
+from lmforge.models import GPT, MODELS, GPTConfig, GRUConfig, build_model, model_config_from_dict
 from lmforge.models.layers import decode_layout
 
 torch.set_num_threads(1)
@@ -206,14 +206,14 @@ def test_gru_config_validation():
 def test_registry_and_presets():
     assert set(MODELS) == {"gpt", "gru", "task"}  # "task": a fine-tuned backbone + head (models/heads.py)
     with pytest.raises(UserError, match="model.n_layers"):
-        config_from_dict({"family": "gpt", "n_layers": 2})
+        model_config_from_dict({"family": "gpt", "n_layers": 2})
     with pytest.raises(UserError, match="model.family"):
-        config_from_dict({"family": "lstm"})
+        model_config_from_dict({"family": "lstm"})
     presets = sorted(lmforge.presets.folder().glob("g*.toml"))
     assert len(presets) >= 4
     for path in presets:
         section = tomllib.loads(path.read_text())["model"]
-        model = build_model(config_from_dict({**section, "vocab_size": 65}))
+        model = build_model(model_config_from_dict({**section, "vocab_size": 65}))
         assert model.num_params() > 0, path
 
 

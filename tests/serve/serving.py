@@ -26,17 +26,23 @@ class Knobs:
 
 
 class ThreadServer:
-    """uvicorn serving `app` on a free port of 127.0.0.1, in a daemon thread."""
+    """uvicorn serving `app` on a free port of 127.0.0.1, in a daemon thread, with the settings
+    `lmforge serve` uses (`config`: the app's ServeConfig, for its timeouts)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, config=None) -> None:
         import uvicorn
+
+        from lmforge.serve.app import ServeConfig
+        from lmforge.serve.door import uvicorn_config
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
+        settings = uvicorn_config(
+            app, config or ServeConfig(), log_level="warning", timeout_graceful_shutdown=2
+        )
+        self.server = uvicorn.Server(settings)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

@@ -13,10 +13,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from serving import Knobs, ThreadServer, call, stream, wait_idle
 
 from lmforge import runs
 from lmforge.serve.app import ServeConfig, create_app
-from serving import Knobs, ThreadServer, call, stream, wait_idle
 
 CAP = 48
 CHAT = "/v1/chat/completions"
@@ -30,7 +30,7 @@ def server(chat_run):
     knobs = Knobs(loaded.model)
     config = ServeConfig(max_body_bytes=4096, max_tokens_cap=CAP, default_max_tokens=16, max_concurrent=1,
                          max_queue=2, queue_timeout=20)  # fmt: skip
-    srv = ThreadServer(create_app(loaded, config))
+    srv = ThreadServer(create_app(loaded, config), config)
     srv.knobs = knobs
     yield srv
     srv.stop()
@@ -121,7 +121,25 @@ def test_max_tokens_is_capped(port):
         (COMPLETIONS, '{"prompt": "to", "max_tokens": ', 400, None),  # malformed JSON
         (COMPLETIONS, {"prompt": "to", "max_tokens": "many"}, 400, "max_tokens"),
         (COMPLETIONS, {"prompt": "to", "temperature": 7}, 400, "temperature"),
-        (COMPLETIONS, {"prompt": ["a", "b"]}, 400, "prompt"),
+        (COMPLETIONS, {"prompt": ["a"] * 33}, 400, "prompt"),  # at most 32 prompts in a batch
+        (COMPLETIONS, {"prompt": [[1, 2], [999999]]}, 400, "prompt"),  # an id outside the vocabulary
+        (COMPLETIONS, {"prompt": "to", "seed": 2**64}, 400, "seed"),
+        (COMPLETIONS, {"prompt": "to", "seed": -(2**63) - 1}, 400, "seed"),
+        (COMPLETIONS, {"prompt": "to", "model": "\ud800"}, 400, "model"),
+        (COMPLETIONS, {"prompt": "to\udfff"}, 400, "prompt"),
+        (COMPLETIONS, {"prompt": "to", "suffix": "end"}, 400, "suffix"),
+        (COMPLETIONS, {"prompt": "to", "best_of": 2}, 400, "best_of"),
+        (COMPLETIONS, {"prompt": "to", "logprobs": 21}, 400, "logprobs"),
+        (COMPLETIONS, {"prompt": "to", "logprobs": 1, "stream": True}, 400, "logprobs"),
+        (COMPLETIONS, {"prompt": "to", "frobnicate": 1}, 400, "frobnicate"),
+        (CHAT, {"messages": HELLO, "n": 5}, 400, "n"),
+        (CHAT, {"messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools"),
+        (CHAT, {"messages": HELLO, "response_format": {"type": "json_object"}}, 400, "response_format"),
+        (CHAT, {"messages": HELLO, "top_logprobs": 2}, 400, "top_logprobs"),
+        (CHAT, {"messages": HELLO, "presence_penalty": 2.5}, 400, "presence_penalty"),
+        (CHAT, {"messages": HELLO, "logit_bias": {"99999": 3}}, 400, "logit_bias"),
+        (CHAT, {"messages": HELLO, "logit_bias": {"a": 3}}, 400, "logit_bias"),
+        (CHAT, {"messages": [{"role": "tool", "content": "42"}]}, 400, "messages.0.role"),
         (COMPLETIONS, {"max_tokens": 3}, 400, "prompt"),
         (CHAT, {"messages": []}, 400, "messages"),
         (CHAT, {"messages": [{"role": "robot", "content": "hi"}]}, 400, "messages.0.role"),

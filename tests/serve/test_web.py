@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from serving import Knobs, ThreadServer
 
 from lmforge import runs
 from lmforge.serve.app import ServeConfig, create_app
-from serving import Knobs, ThreadServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -11,10 +11,6 @@ import signal
 
 import pytest
 from safetensors.torch import load_file, save_file
-
-from lmforge import runs
-from lmforge.cli import main
-from lmforge.errors import UserError
 from test_reliability_support import (
     all_checkpoints_verify,
     assert_same_run,
@@ -25,6 +21,10 @@ from test_reliability_support import (
     reference_run,
     train_args,
 )
+
+from lmforge import runs
+from lmforge.cli import main
+from lmforge.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,6 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from lmforge import runs
-from lmforge.cli import main
-from lmforge.cli import train as cli_train
-from lmforge.train.loop import MAX_ROLLBACKS, ROLLBACK_AFTER, SPIKE_WINDOW, bad_step
 from test_reliability_support import (
     STEPS,
     all_checkpoints_verify,
@@ -25,6 +20,12 @@ from test_reliability_support import (
     reference_run,
     train_args,
 )
+
+from lmforge import runs
+from lmforge.cli import main
+from lmforge.cli import train as cli_train
+from lmforge.train.faults import Faults
+from lmforge.train.guard import MAX_ROLLBACKS, ROLLBACK_AFTER, SPIKE_WINDOW, bad_step
 
 
 def test_bad_step_rules():
@@ -68,26 +69,27 @@ def test_nan_and_spike_steps_are_skipped_and_counted(char_data, tmp_path, monkey
 
 
 def _poison(steps, once=True):
-    """A fault hook that makes the loss NaN at `steps` (each once, or on every visit)."""
+    """Faults that make the loss NaN at `steps` (each once, or on every visit)."""
     pending = set(steps)
 
-    def hook(point, step):
-        if point == "loss" and step in pending:
-            if once:
-                pending.discard(step)
-            return math.nan
-        return None
+    class Poison(Faults):
+        def loss_factor(self, step):
+            if step in pending:
+                if once:
+                    pending.discard(step)
+                return math.nan
+            return 1.0
 
-    return hook
+    return Poison()
 
 
 @pytest.fixture
 def rolled_back(char_data, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli_train, "fault_hook_from_env", lambda: _poison({12, 13, 14}))
+    monkeypatch.setattr(cli_train, "faults_from_env", lambda: _poison({12, 13, 14}))
     out = tmp_path / "run"
     assert main(train_args(char_data, out, "train.keep_last=100", "--json")) == 0
     captured = capsys.readouterr()
-    monkeypatch.setattr(cli_train, "fault_hook_from_env", lambda: None)
+    monkeypatch.setattr(cli_train, "faults_from_env", lambda: Faults())
     return out, json.loads(captured.out), captured.err
 
 
@@ -119,7 +121,7 @@ def test_a_run_resumed_after_a_rollback_is_still_bit_exact(rolled_back, char_dat
 
 
 def test_rollbacks_exhausted_stop_with_a_clear_message(char_data, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli_train, "fault_hook_from_env", lambda: _poison(range(12, STEPS), once=False))
+    monkeypatch.setattr(cli_train, "faults_from_env", lambda: _poison(range(12, STEPS), once=False))
     out = tmp_path / "run"
     assert main(train_args(char_data, out, "train.keep_last=100")) == 2
     captured = capsys.readouterr()

@@ -8,9 +8,6 @@ process SIGKILLs or signals itself at a named point of a given step, so nothing 
 from __future__ import annotations
 
 import pytest
-
-from lmforge import runs
-from lmforge.cli import main
 from test_reliability_support import (
     STEPS,
     all_checkpoints_verify,
@@ -23,6 +20,9 @@ from test_reliability_support import (
     reference_run,
     train_args,
 )
+
+from lmforge import runs
+from lmforge.cli import main
 
 # Five kill -9 in one run (ckpt_every=5): between steps, right after a checkpoint, and twice in the
 # middle of writing one. (point, step, checkpoint the next run must resume from, steps it redoes)
@@ -47,7 +47,8 @@ def five_kills(char_data, tmp_path_factory):
     stages = []
     for point, step, _, _ in KILLS:
         before = sorted(p.name for p in (out / "ckpt").iterdir()) if (out / "ckpt").is_dir() else []
-        proc = cli([*train_args(char_data, out, "--resume")], fault=f"{point}:{step}")
+        resume = ["--resume"] if (out / "config.json").is_file() else []  # the first start is fresh
+        proc = cli([*train_args(char_data, out, *resume)], fault=f"{point}:{step}")
         after = sorted(p.name for p in (out / "ckpt").iterdir())
         stages.append({"proc": proc, "before": before, "after": after, "last_step": last_logged_step(out)})
     assert main(train_args(char_data, out, "--resume")) == 0

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_reliability_support import copy_until, fix_manifest, reference_run, train_args
 
 from lmforge.cli import main
 from lmforge.data.shards import open_shard, write_shard
 from lmforge.errors import UserError
-from test_reliability_support import copy_until, fix_manifest, reference_run, train_args
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lmforge"
 
@@ -119,7 +119,7 @@ _PROBE = textwrap.dedent(
     root, run = Path(sys.argv[1]), Path(sys.argv[2])
     config = runs.read_run_config(run)
     model = MODELS[config.model.family][1](config.model)
-    optimizers = build_optimizers(config.optim, model, config.model.vocab_size, "cpu")
+    optimizers = build_optimizers(config.optim, model, "cpu")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     report = {}
     for case in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -261,11 +261,13 @@ def test_corrupt_shard_refused_when_training_opens_it(corrupt, match, char_data,
 
 
 def test_fault_spec_is_checked():
-    from lmforge.cli.train import parse_faults
+    from lmforge.train.faults import Faults, parse_faults
 
-    faults = parse_faults("step:3,sigint:5,ckpt_data_written:6:INT,nan:7")
-    assert faults[("step", 3)].name == "SIGKILL" and faults[("step", 5)].name == "SIGINT"
-    assert faults[("ckpt_data_written", 6)].name == "SIGINT" and str(faults[("loss", 7)]) == "nan"
-    for bad in ("step:x", "step", "step:3:HUP"):
+    faults = parse_faults("step:3,sigint:5,ckpt_data_written:6:INT,nan:7,slow:9:0.5,step:4@1")
+    assert faults.signals[("step", 3)].name == "SIGKILL" and faults.signals[("step", 5)].name == "SIGINT"
+    assert faults.signals[("ckpt_data_written", 6)].name == "SIGINT" and str(faults.losses[7]) == "nan"
+    assert (faults.slow_from, faults.slow_seconds) == (9, 0.5) and ("step", 4) not in faults.signals
+    assert type(parse_faults("")) is Faults and type(parse_faults(None)) is Faults
+    for bad in ("step:x", "step", "step:3:HUP", "slow:3"):
         with pytest.raises(UserError, match=f"LMFORGE_FAULT item '{bad}'"):
             parse_faults(bad)

@@ -5,16 +5,19 @@ This package is the only place that reads `argv`. Each verb lives in its own mod
 and sets `func` to a function taking the parsed arguments and returning an exit code.
 
 User mistakes arrive as `UserError` and end in one line on stderr and exit code 2, never a
-traceback; anything else is a bug and keeps its traceback.
+traceback; so does a write that a full, read-only or size-limited disk refused, wherever it
+happened. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 
-from lmforge import __version__
+from lmforge import __version__, io, locks
 from lmforge.errors import UserError
 
 # Verb modules, imported lazily so that `lmforge --help` does not pay for `import torch`.
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # the command line as given (a launcher re-runs it under torchrun)
+    # A file-size limit (ulimit -f) then fails the write with EFBIG -- one `error: could not write`
+    # line from lmforge.io -- instead of killing the process in the middle of it.
+    with contextlib.suppress(ValueError):  # called from a thread: signals belong to the main one
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -54,9 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in io.WRITE_FAILURES:  # anything but a full / read-only / size-limited disk
+            raise
+        print(f"error: {io.write_error(exc.filename or 'a file', exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        locks.release_all()  # a verb's folder locks last as long as the verb (the process, from a shell)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from lmforge.cli.options import add_sampling_args, sampling_config
+
 HELP = "commands: /reset  /temp X  /quit   (Ctrl-C stops an answer)"
 
 
@@ -25,10 +27,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (lmforge train / finetune --task sft)")
     p.add_argument("--system", default=None, help="a system message that starts the conversation")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens per answer at most")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible answers")
+    add_sampling_args(p)  # --max-new-tokens (per answer) --temperature --top-k --top-p --seed
     p.set_defaults(func=run)
 
 
@@ -94,18 +93,17 @@ def run(args: argparse.Namespace) -> int:
     from lmforge.generate.chat import ChatSession
     from lmforge.runs import load_run
 
-    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.max_new_tokens < 1:
-        raise UserError("need --temperature >= 0, --top-p in (0, 1] and --max-new-tokens >= 1")
+    sampling = sampling_config(args)
+    if sampling.max_new_tokens < 1:
+        raise UserError("--max-new-tokens must be >= 1 (tokens per answer)")
     hardware.setup_threads(0)
     loaded = load_run(args.run_dir)
     session = ChatSession(
         loaded.model,
         loaded.tokenizer,
         system=args.system,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
+        max_new_tokens=sampling.max_new_tokens,
+        **sampling.engine_kwargs(),
     )
     interactive = sys.stdin.isatty()
     kind = "chat tokens" if session.template.end_id is not None else "plain transcript: not chat fine-tuned"

@@ -19,7 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
+
+from lmforge import locks
 
 PER_SOURCE = {"--weight": "weight", "--text-field": "text_field", "--column": "text_field", "--ext": "ext"}
 
@@ -251,6 +254,9 @@ def run(args) -> int:
     verb = args.data_verb
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; pass a folder path for --out (e.g. {out.stem}_data)")
+    if verb != "verify":  # a writer: one at a time, and never into a run or sweep folder
+        command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
+        locks.claim_folder(out, "data", "--out", command, f"`data {verb}` would replace its files")
     if verb == "prepare":
         sources, collect_cfg = _collect_cfg(args)
         cfg = P.PrepareConfig(

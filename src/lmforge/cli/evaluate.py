@@ -27,6 +27,17 @@ def register(subparsers) -> None:
     p.add_argument("--data", help="labelled .jsonl / .csv file (or hf:NAME) for --task")
     p.add_argument("--beam", type=int, default=4, help="translate: beam size (1 = greedy)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--harness", metavar="TASK[,TASK]",
+                   help="lm-evaluation-harness tasks (names, or paths of task YAML files / folders); "
+                   "results go to RUN_DIR/harness.json (the `eval` extra)")  # fmt: skip
+    p.add_argument(
+        "--limit", type=float, help="--harness: at most N examples per task (a float < 1: a fraction)"
+    )
+    p.add_argument(
+        "--num-fewshot", type=int, help="--harness: few-shot examples per prompt (default: the task's)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="--harness: sequences per forward pass")
+    p.add_argument("--no-progress", action="store_true", help="--harness: no progress bars")
     p.set_defaults(func=run)
 
 
@@ -36,6 +47,8 @@ def run(args) -> int:
     from lmforge.errors import UserError
     from lmforge.eval.evaluate import evaluate_run, format_table, to_json
 
+    if args.harness:
+        return run_harness(args)
     if args.task or args.data or (Path(args.run_dir) / "task.json").is_file():
         return run_task(args)
     if args.max_tokens is not None and args.max_tokens <= 0:
@@ -57,4 +70,38 @@ def run_task(args) -> int:
         raise UserError(f"--beam ({args.beam}) must be >= 1")
     result = evaluate_task_file(args.run_dir, args.data, args.task, args.beam)
     print(json.dumps(result) if args.json else format_metrics(result))
+    return 0
+
+
+def run_harness(args) -> int:
+    import os
+
+    from lmforge import runs
+    from lmforge.errors import UserError
+    from lmforge.eval import harness
+
+    names = [n.strip() for n in args.harness.split(",") if n.strip()]
+    if not names:
+        raise UserError("--harness needs at least one task name or task YAML path")
+    if args.limit is not None and args.limit <= 0:
+        raise UserError(f"--limit ({args.limit:g}) must be > 0")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise UserError(f"--num-fewshot ({args.num_fewshot}) must be >= 0")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size ({args.batch_size}) must be >= 1")
+    harness.require_lm_eval()
+    if all(os.path.exists(n) for n in names):  # local tasks: never reach for the network
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    loaded = runs.load_run(args.run_dir)
+    result = harness.run_harness(
+        loaded, names, limit, args.num_fewshot, args.batch_size, not args.no_progress
+    )
+    path = harness.save(loaded.run_dir, result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(harness.format_table(result))
+        print(f"(per-example results in {path})")
     return 0

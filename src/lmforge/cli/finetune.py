@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from lmforge.cli.options import add_config_flags
 from lmforge.errors import UserError
 
 
@@ -57,6 +58,7 @@ def run_task(args: argparse.Namespace):
         freeze_backbone=args.freeze_backbone,
         pooling=args.pooling,
         subtoken=args.subtoken,
+        unit=args.unit,
         seq_len=args.seq_len,
         from_scratch=args.from_scratch,
         resume=args.resume,
@@ -82,7 +84,7 @@ def register(subparsers) -> None:
     p.add_argument("--train", help="training data: .jsonl / .csv file or hf:NAME[:SPLIT]")
     p.add_argument("--val", help="validation data (default: 1 in 10 training examples by stable hash)")
     p.add_argument("--out", required=True, help="NEW_RUN_DIR to write")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
+    add_config_flags(p, ["max_steps"])
     g = p.add_argument_group("classify / sentiment / ner / translate")
     g.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of rank R (0 = full fine-tuning)")
     g.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale: update = alpha/R * B A")
@@ -98,6 +100,12 @@ def register(subparsers) -> None:
         default="first",
         help="ner: the sub-token of a word that carries its tag (default first)",
     )
+    g.add_argument(
+        "--unit",
+        choices=["line", "word"],
+        default="line",
+        help="translate: learn whole lines, or word by word for rewrites that keep most words (spelling)",
+    )
     g.add_argument("--seq-len", type=int, help="longest input in tokens (default: the backbone's context)")
     g.add_argument(
         "--from-scratch",
@@ -112,6 +120,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge import locks
+
+    command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
+    locks.claim_folder(args.out, "run", "--out", command, "fine-tuning into it would overwrite its files")
     result, metrics = TASKS[args.task](args)
     val = result.final_val
     summary = {

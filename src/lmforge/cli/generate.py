@@ -12,6 +12,8 @@ import json
 import sys
 import time
 
+from lmforge.cli.options import add_sampling_args, sampling_config
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -21,13 +23,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `lmforge train`")
     p.add_argument("--prompt", default="", help='text to continue ("" starts a new document)')
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate at most")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax)")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="sample from the nucleus of mass P")
+    add_sampling_args(p)  # --max-new-tokens --temperature --top-k --top-p --seed
     p.add_argument("--repetition-penalty", type=float, default=1.0, help=">1 discourages repeats (CTRL)")
     p.add_argument("--stop", nargs="+", default=[], metavar="S", help="stop before any of these strings")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
     p.add_argument("--no-cache", action="store_true", help="recompute the window every token (slow)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=run)
@@ -36,14 +34,7 @@ def register(subparsers) -> None:
 def _check(args: argparse.Namespace) -> None:
     from lmforge.errors import UserError
 
-    if args.max_new_tokens < 0:
-        raise UserError(f"--max-new-tokens ({args.max_new_tokens}) must be >= 0")
-    if args.temperature < 0:
-        raise UserError(f"--temperature ({args.temperature}) must be >= 0 (0 = greedy)")
-    if args.top_k is not None and args.top_k < 1:
-        raise UserError(f"--top-k ({args.top_k}) must be >= 1")
-    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
-        raise UserError(f"--top-p ({args.top_p}) must be in (0, 1]")
+    sampling_config(args)  # the sampling flags' checks live in SamplingConfig
     if args.repetition_penalty <= 0:
         raise UserError(f"--repetition-penalty ({args.repetition_penalty}) must be > 0 (1 = off)")
 
@@ -62,6 +53,7 @@ def _load(run_dir: str):
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    sampling = sampling_config(args)
     from lmforge.generate.engine import TextStreamer, encode_prompt, generate_tokens
 
     model, tokenizer = _load(args.run_dir)
@@ -70,12 +62,9 @@ def run(args: argparse.Namespace) -> int:
     tokens = generate_tokens(
         model,
         prompt_ids,
-        args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        sampling.max_new_tokens,
+        **sampling.engine_kwargs(),
         repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
         use_cache=not args.no_cache,
         eot_id=tokenizer.eot_id,
     )

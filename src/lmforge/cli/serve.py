@@ -31,6 +31,13 @@ def register(subparsers) -> None:
     p.add_argument("--max-tokens-cap", type=int, default=512, help="upper bound on a request's max_tokens")
     p.add_argument("--max-body-bytes", type=int, default=65536, help="larger request bodies get 413")
     p.add_argument("--cors-origin", action="append", default=[], metavar="URL", help="allow this origin")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="accept only requests whose Host header is NAME (repeatable; guards against DNS "
+                   "rebinding when no API key is set); default: any")  # fmt: skip
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client may take to send its request headers (then closed)")  # fmt: skip
+    p.add_argument("--body-timeout", type=float, default=10.0,
+                   help="seconds a request may take to send its body (then 408)")  # fmt: skip
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cores / max-concurrent)")
     p.set_defaults(func=run)
 
@@ -55,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         cors_origins=args.cors_origin,
+        allowed_hosts=args.allowed_host,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
     )
     threads = args.threads or max(1, hardware.physical_cores() // args.max_concurrent)
     loaded = load_run(args.run_dir)

@@ -23,11 +23,14 @@ def run(args) -> int:
     import json
     import sys
 
+    from lmforge import locks
     from lmforge.cli.train import resolve_preset
     from lmforge.config import read_toml
     from lmforge.tune.space import parse_sweep
     from lmforge.tune.sweep import run_sweep
 
+    command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
+    locks.claim_folder(args.out, "sweep", "--out", command, "a sweep would write its trials into it")
     tree = read_toml(args.config)
     if args.data:
         tree["data"] = args.data

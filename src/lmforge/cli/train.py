@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
+from lmforge import io, locks
+from lmforge.cli.options import add_config_flags
 from lmforge.errors import UserError
+from lmforge.memory import check_fits
 
-# Test-only fault injection at exact points, never by timing: LMFORGE_FAULT="ITEM[,ITEM...]", ITEM =
-#   POINT:STEP[:SIG]  at POINT of step STEP send this process SIG (KILL, the default; INT; TERM);
-#                     POINT is step (before the step's update), ckpt_data_written, ckpt_before_rename
-#   sigint:STEP / sigterm:STEP   shorthand for step:STEP:INT / step:STEP:TERM
-#   nan:STEP / spike:STEP        multiply the step's measured loss by NaN / 100 (the guard must catch it)
-# Each item fires once per process.
+# Test-only fault injection at exact points (the spec's grammar: lmforge/train/faults.py).
 FAULT_ENV = "LMFORGE_FAULT"
-_FAULT_SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
-_LOSS_FAULTS = {"nan": float("nan"), "spike": 100.0}
 
 
 def register(subparsers) -> None:
@@ -31,19 +27,11 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="DATA_DIR made by `lmforge data prepare`")
     p.add_argument("--out", required=True, help="RUN_DIR to write (config, metrics, checkpoints)")
     p.add_argument("--config", help="preset TOML file, or a preset name (e.g. gpt-small)")
-    p.add_argument("--model", choices=["gpt", "gru"], help="model family (sets model.family)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
-    p.add_argument("--max-tokens", type=int, help="stop after this many training tokens (train.max_tokens)")
-    p.add_argument(
-        "--time-budget", type=float, help="wall seconds; sizes the schedule to fit (train.time_budget)"
-    )
+    add_config_flags(p, ["model", "max_steps", "max_tokens", "time_budget", "tensorboard"])
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its newest good checkpoint")
     p.add_argument("--allow-data-change", action="store_true", help="resume even if the shards changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, help="train on N processes of this machine (launches torchrun, DDP)")
-    p.add_argument(
-        "--tensorboard", action="store_true", help="also log to RUN_DIR/tb/ (train.tensorboard=true)"
-    )
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=3e-4")
     p.set_defaults(func=run)
@@ -65,27 +53,6 @@ def resolve_preset(name: str | None) -> Path | None:
     raise UserError(f"config '{name}' is neither a file nor a preset; pass --config with one of: {known}")
 
 
-def parse_faults(spec: str) -> dict[tuple[str, int], signal.Signals | float]:
-    """LMFORGE_FAULT's value -> {(point, step): a signal to send, or a loss multiplier}."""
-    targets: dict[tuple[str, int], signal.Signals | float] = {}
-    this_rank = os.environ.get("RANK", "0")
-    for item in filter(None, spec.split(",")):
-        try:
-            point, step, *sig = item.strip().split(":")
-            step, _, rank = step.partition("@")  # "step:3@1": only on rank 1
-            if rank and rank != this_rank:
-                continue
-            if point in _LOSS_FAULTS:
-                targets[("loss", int(step))] = _LOSS_FAULTS[point]
-            elif point in ("sigint", "sigterm"):
-                targets[("step", int(step))] = _FAULT_SIGNALS[point[3:].upper()]
-            else:
-                targets[(point, int(step))] = _FAULT_SIGNALS[sig[0] if sig else "KILL"]
-        except (KeyError, ValueError):
-            raise UserError(f"{FAULT_ENV} item '{item}' is not POINT:STEP[:KILL|INT|TERM]") from None
-    return targets
-
-
 def strip_nproc(argv: list[str]) -> list[str]:
     """The command line without `--nproc N` (the launched ranks must not launch again)."""
     out, skip = [], False
@@ -102,50 +69,30 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def fault_hook_from_env():
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return None
-    targets = parse_faults(spec)
+def faults_from_env():
+    """The faults LMFORGE_FAULT asks for (tests only); none when it is unset."""
+    from lmforge.train.faults import parse_faults
 
-    def hook(point: str, step: int) -> float | None:
-        action = targets.pop((point, step), None)
-        if isinstance(action, float):
-            return action
-        if action is not None:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.kill(os.getpid(), action)  # SIGINT / SIGTERM run their handler before this returns
-        return None
-
-    return hook
+    return parse_faults(os.environ.get(FAULT_ENV), rank=int(os.environ.get("RANK", "0")))
 
 
 def build_config(args, vocab_size: int):
-    from lmforge.config import apply_updates, build_run_config, flatten, parse_override, read_toml
+    """The run's config: its saved config.json on --resume, then --config, flags, key=value overrides."""
+    from lmforge import runs
+    from lmforge.cli.options import config_updates
+    from lmforge.config import load_config
 
-    tree: dict = {}
-    run_config = Path(args.out) / "config.json"
-    if args.resume and run_config.is_file():
-        apply_updates(tree, flatten(json.loads(run_config.read_text(encoding="utf-8"))))
-    preset = resolve_preset(args.config)
-    if preset:
-        apply_updates(tree, flatten(read_toml(preset)))
-    updates = {}
-    if args.model:
-        updates["model.family"] = args.model
-    if args.max_steps is not None:
-        updates["train.max_steps"] = args.max_steps
-    if args.max_tokens is not None:
-        updates["train.max_tokens"] = args.max_tokens
-    if args.time_budget is not None:
-        updates["train.time_budget"] = args.time_budget
-    if getattr(args, "tensorboard", False):
-        updates["train.tensorboard"] = True
-    updates.update(dict(parse_override(o) for o in args.overrides))
-    apply_updates(tree, updates)
-    tree.setdefault("data", {})["path"] = str(args.data)
-    return build_run_config(tree, vocab_size)
+    saved = None
+    if args.resume and (Path(args.out) / "config.json").is_file():
+        saved = runs.read_run_config(Path(args.out)).to_dict()
+    return load_config(
+        resolve_preset(args.config),
+        args.overrides,
+        vocab_size,
+        saved=saved,
+        flags=config_updates(args),
+        fixed={"data.path": str(args.data)},
+    )
 
 
 def make_sampler(tokenizer, max_new_tokens: int, seed: int):
@@ -189,7 +136,6 @@ def launch(args, argv: list[str]) -> int:
 def run(args) -> int:
     from lmforge import dist
     from lmforge.data.tokenizer import load_tokenizer
-    from lmforge.train.loop import train
 
     dist_info = dist.from_env()
     if args.nproc and args.nproc > 1 and not dist_info.enabled:
@@ -206,9 +152,50 @@ def run(args) -> int:
             f"data folder '{data_dir}' does not exist; make it with "
             f"`lmforge data prepare --source YOUR_TEXT --out {data_dir}`"
         )
-    tokenizer = load_tokenizer(data_dir / "tokenizer")
-    config = build_config(args, tokenizer.vocab_size)
+    check_out_folder(data_dir, Path(args.out), args.resume)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
+    lock = locks.holding(args.out, "--out", command) if dist_info.is_main else contextlib.nullcontext()
+    with lock:
+        if dist_info.is_main:
+            for name in io.remove_temporaries(args.out):  # left by a process stopped mid-write
+                what = "checkpoint" if name.startswith("ckpt/") else "file"
+                log(f"removed unfinished {what} {name.rpartition('/')[2]}")
+        tokenizer = load_tokenizer(data_dir / "tokenizer")
+        config = build_config(args, tokenizer.vocab_size)
+        if config.train.device != "cuda":
+            check_fits(config)
+        return _train(args, config, data_dir, tokenizer, dist_info, log)
+
+
+def check_out_folder(data_dir: Path, out: Path, resume: bool) -> None:
+    """Refuse an --out that is not a run folder (or, with --resume, not an existing run)."""
+    from lmforge import runs
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a folder; choose another --out")
+    kind = locks.folder_kind(out)
+    if out.resolve() == data_dir.resolve() or kind == "data":
+        raise UserError(
+            f"--out '{out}' is a data folder; training into it would overwrite its tokenizer -- "
+            "choose a new run folder for --out"
+        )
+    if kind == "sweep":
+        raise UserError(f"--out '{out}' is a sweep folder; choose a new run folder for --out")
+    if resume:
+        if not (out / "config.json").is_file():
+            raise UserError(
+                f"--resume: '{out}' holds no run to continue (no config.json); check --out, "
+                "or drop --resume to start a new run"
+            )
+        runs.read_run_config(out)  # a damaged config.json / run.json names itself before training
+        runs.read_run_info(out)
+
+
+def _train(args, config, data_dir: Path, tokenizer, dist_info, log) -> int:
+    from lmforge import dist
+    from lmforge.train.loop import train
+
     try:
         result = train(
             config,
@@ -219,7 +206,7 @@ def run(args) -> int:
             progress=not args.no_progress and not args.json,
             log=log,
             sample_fn=make_sampler(tokenizer, config.train.sample_tokens, config.train.seed),
-            fault_hook=fault_hook_from_env(),
+            faults=faults_from_env(),
             dist_info=dist_info,
         )
     except (MemoryError, RuntimeError) as exc:

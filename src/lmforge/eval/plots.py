@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from lmforge import io
 from lmforge.errors import UserError
 
 X_AXES = {"step": "optimizer steps", "tokens": "training tokens", "time": "wall time (s)"}
@@ -87,7 +88,8 @@ def plot_curves(
                 ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"{prefix}_{x}.png"
-        fig.savefig(path)
+        with io.writing(path) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
         paths.append(path)
     return paths

@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from lmforge import runs
+from lmforge import io, runs
 from lmforge.errors import UserError
 from lmforge.eval.plots import plot_curves, split_records
 
@@ -58,7 +58,7 @@ def summarize(run_dir: Path) -> dict:
     train, val = split_records(records)
     ckpt = runs.find_latest_good(run_dir, log=lambda _msg: None)
     meta = ckpt.meta if ckpt else {}
-    info = _read_json(run_dir / "run.json")
+    info = runs.read_run_info(run_dir)
     data_dir = Path(info.get("data_dir", config.data.path or ""))
     manifest = _read_json(data_dir / "shards" / "manifest.json") if str(data_dir) else {}
     train_split = manifest.get("splits", {}).get("train", {})
@@ -186,6 +186,8 @@ def run_report(
     run_dir = Path(run_dir)
     s = summarize(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir
+    if (run_dir / "task.json").is_file():
+        return task_report(run_dir, s, out_dir)
     loaded = runs.load_run(run_dir, log=lambda _msg: None)
     plots = plot_curves([(s["name"], s["records"], s["bytes_per_token"])], out_dir)
     config, model = loaded.config, loaded.model
@@ -224,6 +226,7 @@ def run_report(
                 [[n, m["tokens"], m["loss"], m["bpb"]] for n, m in by_source.items()],
             )
         )
+    md += _harness_section(run_dir)
     bpt = tok_meta.get("val_bytes_per_token") or s["bytes_per_token"]
     md += ["", "## Tokenizer", ""]
     md.append(
@@ -300,7 +303,90 @@ def run_report(
         )
     )
     path = out_dir / "report.md"
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    io.write_text(path, "\n".join(md) + "\n")
+    return path
+
+
+def _harness_section(run_dir: Path) -> list[str]:
+    """The latest `lmforge eval --harness` results (harness.json), if there are any."""
+    found = _read_json(run_dir / "harness.json")
+    if not found.get("tasks"):
+        return []
+    rows = [[task, metric, value] for task, entry in found["tasks"].items()
+            for metric, value in entry.get("metrics", {}).items()]  # fmt: skip
+    note = f"lm-eval {found.get('lm_eval_version', '?')}, limit {found.get('limit')}, checkpoint "
+    note += f"`{found.get('checkpoint', '?')}`"
+    return ["", "## lm-evaluation-harness", "", note, "", _table(["task", "metric", "value"], rows)]
+
+
+def task_report(run_dir: Path, s: dict, out_dir: Path) -> Path:
+    """A fine-tuned task run: its task metrics beside the trivial baseline, curves, training settings.
+
+    The figures are the validation-set evaluation ``finetune`` recorded at the end (the ``task_eval``
+    line of metrics.jsonl); a task run has no language-model bits-per-byte or samples to show.
+    """
+    from lmforge.finetune.predict import METRIC_KEYS
+
+    info = _read_json(run_dir / "task.json")
+    final = next((r for r in reversed(s["records"]) if r.get("event") == "task_eval"), None)
+    plots = plot_curves([(s["name"], s["records"], None)], out_dir)
+    md = [
+        f"# Task run report: {s['name']}",
+        "",
+        f"Run folder `{run_dir}`: {info.get('task')} fine-tuned from "
+        f"{info.get('backbone', {}).get('source')} "
+        f"({info.get('examples', {}).get('train')} training, {info.get('examples', {}).get('val')} "
+        f"validation examples; validation: {info.get('val')}).",
+        "",
+        "## Task metrics on the validation set",
+        "",
+    ]
+    if final is None:
+        md.append("No final task evaluation recorded (the fine-tuning did not finish); run `lmforge eval`.")
+    else:
+        keys = [k for k in METRIC_KEYS if f"val/{k}" in final]
+        md.append(f"Baseline: {final.get('baseline') or '-'}, on the same examples.")
+        md.append("")
+        md.append(
+            _table(
+                ["metric", "model", "baseline", "model - baseline"],
+                [
+                    [
+                        k,
+                        final[f"val/{k}"],
+                        final.get(f"baseline/{k}"),
+                        final[f"val/{k}"] - final[f"baseline/{k}"] if f"baseline/{k}" in final else None,
+                    ]
+                    for k in keys
+                ],
+            )
+        )
+    md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    config, tcfg = s["config"], s["config"].train
+    lora = info.get("lora", {})
+    how = (
+        f"LoRA rank {lora.get('rank')}"
+        if lora.get("rank")
+        else "probe (backbone frozen)"
+        if info.get("freeze_backbone")
+        else "full"
+    )
+    md += ["", "## Training", ""]
+    md.append(
+        _table(
+            ["", ""],
+            [
+                ["fine-tuning", how],
+                ["trainable parameters", info.get("trainable_params")],
+                ["steps", s["steps"]],
+                ["wall time (s)", s["wall_seconds"]],
+                ["optimizer", f"{config.optim.name}, lr {config.optim.lr:g}"],
+                ["batch", f"{tcfg.batch_size} examples"],
+            ],
+        )
+    )
+    path = out_dir / "report.md"
+    io.write_text(path, "\n".join(md) + "\n")
     return path
 
 
@@ -362,5 +448,5 @@ def compare_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     )
     md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "report.md"
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    io.write_text(path, "\n".join(md) + "\n")
     return path

@@ -35,6 +35,7 @@ from lmforge.export.hf_maps import (
     to_gpt2,
     to_llama,
 )
+from lmforge.io import write_error
 
 DEFAULT_MAX_STEPS = 1000  # train.max_steps written into an imported run (what --resume continues to)
 
@@ -88,9 +89,13 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, verify: bool = True, ste
         tf.GenerationConfig(
             bos_token_id=tok.eot_id, eos_token_id=tok.eot_id, pad_token_id=tok.eot_id, do_sample=False
         ).save_pretrained(tmp)
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        try:
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        except SafetensorError as exc:  # safetensors reports a full disk as its own error
+            raise write_error(out_dir / "model.safetensors", exc) from None
         _write_tokenizer_files(run_dir / "tokenizer", tok, cfg.seq_len, tmp)
         if verify:
             report["verify"] = _verify(run.model, tok, tmp)
@@ -167,7 +172,7 @@ def import_hf(
     from lmforge.config import OptimConfig, RunConfig, TrainConfig
     from lmforge.data.files import atomic_dir
     from lmforge.models.registry import build_model
-    from lmforge.runs import save_checkpoint, write_json_atomic
+    from lmforge.runs import save_checkpoint, tokenizer_files_hash, write_json_atomic
     from lmforge.train.optim import build_optimizers
 
     hf_dir, out_dir = Path(hf_dir), Path(out_run_dir)
@@ -204,6 +209,7 @@ def import_hf(
             "architecture": architecture,
             "data_dir": None,
             "tokenizer_hash": tokenizer.hash,
+            "tokenizer_files_hash": tokenizer_files_hash(tmp / "tokenizer"),
             "manifest_hash": None,
             "torch_version": torch.__version__,
         }
@@ -215,7 +221,7 @@ def import_hf(
             "val": {},
             "imported_from": info["imported_from"],
         }
-        optimizers = build_optimizers(OptimConfig(), model, cfg.vocab_size)
+        optimizers = build_optimizers(OptimConfig(), model)
         save_checkpoint(tmp, 0, model, optimizers, meta)
         if verify:
             from lmforge.export.verify import check_models, check_tokenizer

@@ -24,6 +24,7 @@ from lmforge.eval import task_metrics as M
 from lmforge.finetune import encode as E
 from lmforge.finetune.backbones import TaskTokenizer, load_task_tokenizer
 from lmforge.finetune.task_data import check_labels, read_examples, task_kind
+from lmforge.finetune.words import plausible, rewrite, unique_words
 from lmforge.generate.beam import beam_search, sample_decode
 from lmforge.models.heads import TaskModel
 
@@ -130,6 +131,48 @@ def translate_texts(
     temperature: float = 0.0,
     seed: int | None = None,
 ) -> list[str]:
+    if run.info.get("unit") == "word":
+        words = unique_words(sources)
+        room = max_new_tokens or min(run.seq_len // 2, 2 * max((len(w) for w in words), default=1) + 8)
+        new = translate_lines(run, words, beam_size, room, temperature, seed)
+        if temperature <= 0:  # the word unchanged is always a candidate: keep it when the model prefers it
+            ours, kept = mean_logprobs(run, words, new), mean_logprobs(run, words, words)
+            new = [
+                n if o > k and plausible(w, n) else w
+                for w, n, o, k in zip(words, new, ours, kept, strict=True)
+            ]
+        mapping = dict(zip(words, new, strict=True))
+        return [rewrite(source, mapping) for source in sources]
+    return translate_lines(run, sources, beam_size, max_new_tokens, temperature, seed)
+
+
+@torch.no_grad()
+def mean_logprobs(run: TaskRun, sources: list[str], targets: list[str], batch_size: int = 64) -> list[float]:
+    """Mean log-probability per target token (its end included) of each target given its source:
+    the score beam search ranks finished candidates by, so the two are comparable."""
+    device = next(run.model.parameters()).device
+    rows = [
+        E.encode_translate(run.tokenizer, s, t, run.seq_len) for s, t in zip(sources, targets, strict=True)
+    ]
+    out = []
+    for chunk in _batches(rows, batch_size):
+        x, y = E.collate(chunk, run.tokenizer.pad_id)
+        logp = run.model(x.to(device)).float().cpu().log_softmax(-1)  # (B, T, V)
+        keep = y >= 0
+        picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep  # (B, T)
+        out += (picked.sum(1) / keep.sum(1).clamp(min=1)).tolist()
+    return out
+
+
+def translate_lines(
+    run: TaskRun,
+    sources: list[str],
+    beam_size: int = 4,
+    max_new_tokens: int | None = None,
+    temperature: float = 0.0,
+    seed: int | None = None,
+) -> list[str]:
+    """Each source decoded as one sequence (a line, or a word for word-unit runs)."""
     tok, model = run.tokenizer, run.model
     device = next(model.parameters()).device
     room = max_new_tokens or run.seq_len // 2
@@ -151,18 +194,22 @@ def translate_texts(
 
 
 def evaluate_examples(run: TaskRun, examples: list[dict], beam_size: int = 4, where: str = "data") -> dict:
-    """The task's metrics on labelled examples."""
+    """The task's metrics on labelled examples, with the trivial baseline's under "baseline"."""
     if run.kind == "classify":
         check_labels(examples, run.labels, "classify", where)
         index = {label: i for i, label in enumerate(run.labels)}
+        true = [index[e["label"]] for e in examples]
         preds, _ = classify_texts(run, [e["text"] for e in examples])
-        return M.classification_report([index[e["label"]] for e in examples], preds, run.labels)
+        report = M.classification_report(true, preds, run.labels)
+        return {**report, "baseline": M.majority_baseline(true, run.labels)}
     if run.kind == "ner":
         check_labels(examples, run.labels, "ner", where)
+        true = [e["tags"] for e in examples]
         predicted = tag_words(run, [e["tokens"] for e in examples])
-        return M.entity_scores([e["tags"] for e in examples], predicted)
-    hyps = translate_texts(run, [e["source"] for e in examples], beam_size=beam_size)
-    return M.translation_scores(hyps, [e["target"] for e in examples])
+        return {**M.entity_scores(true, predicted), "baseline": M.all_o_baseline(true)}
+    sources, references = [e["source"] for e in examples], [e["target"] for e in examples]
+    hyps = translate_texts(run, sources, beam_size=beam_size)
+    return {**M.translation_scores(hyps, references), "baseline": M.copy_baseline(sources, references)}
 
 
 def evaluate_task_file(
@@ -183,14 +230,25 @@ def evaluate_task_file(
     }
 
 
+METRIC_KEYS = ("accuracy", "macro_f1", "precision", "recall", "f1", "token_accuracy", "bleu", "chrf")
+
+
 def format_metrics(result: dict) -> str:
-    keys = [k for k in ("accuracy", "macro_f1", "precision", "recall", "f1", "bleu", "chrf") if k in result]
+    keys = [k for k in METRIC_KEYS if k in result]
+    baseline = result.get("baseline") or {}
     rows = [
         ("task", result["task"]),
         ("evaluated on", result["on"]),
         ("checkpoint", result["checkpoint"]),
         ("examples", str(result["n"])),
-    ] + [(k, f"{result[k]:.4f}") for k in keys]
+    ]
+    if baseline:
+        rows.append(("baseline", baseline["name"]))
+    for k in keys:
+        value = f"{result[k]:.4f}"
+        if k in baseline:
+            value += f"   baseline {baseline[k]:.4f}   ({result[k] - baseline[k]:+.4f})"
+        rows.append((k, value))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     if "confusion" in result:

@@ -39,6 +39,7 @@ from lmforge.eval.metrics import bits_per_byte, perplexity
 from lmforge.finetune.chat_data import read_conversations
 from lmforge.models.registry import MODELS
 from lmforge.train.loop import TrainData, train
+from lmforge.train.resume import run_settings
 
 # Fine-tuning is short: defaults below the user's key=value overrides, above the base run's config.
 SFT_DEFAULTS = {
@@ -156,7 +157,7 @@ def chat_data(
     )
     digest = hashlib.sha256(json.dumps([train_convs, val_convs]).encode()).hexdigest()
 
-    def make_sampler(batch_size: int, seq_len_: int, seed_: int, rank: int) -> RowSampler:
+    def make_sampler(batch_size: int, seq_len_: int, seed_: int, rank: int, world_size: int = 1):
         return RowSampler(train_x, train_y, batch_size, seed_, rank)
 
     def evaluate(model, max_tokens, batch_size, device, autocast) -> dict:
@@ -215,6 +216,8 @@ def finetune_sft(
     tree: dict = {}
     apply_updates(tree, flatten(base.config.to_dict()))
     apply_updates(tree, {**SFT_DEFAULTS, "data.path": str(train_spec), "data.weights": {}})
+    if resume and (out_dir / "config.json").is_file():  # continue the run as it was configured
+        apply_updates(tree, run_settings(out_dir))
     updates = dict(parse_override(o) for o in overrides)
     if max_steps is not None:
         updates["train.max_steps"] = max_steps

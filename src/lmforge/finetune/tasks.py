@@ -33,9 +33,11 @@ from lmforge.errors import UserError
 from lmforge.finetune import encode as E
 from lmforge.finetune.backbones import load_backbone, scratch_dir
 from lmforge.finetune.task_data import label_list, read_examples, split_examples, task_kind
+from lmforge.finetune.words import word_examples
 from lmforge.models.heads import TaskModel
 from lmforge.models.lora import base_name
 from lmforge.train.loop import TrainData, train
+from lmforge.train.resume import run_settings
 
 # Fine-tuning is short: defaults below the user's key=value overrides, above the backbone run's config.
 TASK_DEFAULTS = {
@@ -129,6 +131,7 @@ def finetune_task(
     freeze_backbone: bool = False,
     pooling: str | None = None,
     subtoken: str = "first",
+    unit: str = "line",
     seq_len: int | None = None,
     from_scratch: bool = False,
     resume: bool = False,
@@ -151,7 +154,17 @@ def finetune_task(
         val_ex = read_examples(val_spec, task)
     else:
         train_ex, val_ex = split_examples(train_ex)
+    if unit not in ("line", "word"):
+        raise UserError(f"--unit must be line or word, not '{unit}'")
+    if unit == "word" and kind != "translate":
+        raise UserError("--unit word is for --task translate only; drop --unit")
     labels = label_list(train_ex + val_ex, kind) if kind != "translate" else []
+    # word unit: the model learns single words; the final metrics still score whole lines (val_ex)
+    fit_ex, fit_val = (
+        (word_examples(train_ex), word_examples(val_ex)) if unit == "word" else (train_ex, val_ex)
+    )
+    if not fit_ex or not fit_val:
+        raise UserError("--unit word found no aligned words in the data; use --unit line")
     if kind == "classify" and len(labels) < 2:
         raise UserError(f"the training data has only the label {labels}; classification needs at least two")
 
@@ -177,6 +190,8 @@ def finetune_task(
         tree: dict = {}
         apply_updates(tree, flatten(backbone.base_tree))
         apply_updates(tree, {**TASK_DEFAULTS, "data.path": str(train_spec), "data.weights": {}})
+        if resume and (out_dir / "config.json").is_file():  # continue the run as it was configured
+            apply_updates(tree, run_settings(out_dir))
         apply_updates(tree, {f"model.{k}": v for k, v in model_tree.items()})
         updates = dict(parse_override(o) for o in overrides)
         if max_steps is not None:
@@ -186,8 +201,8 @@ def finetune_task(
         if config.train.batch_tokens:
             raise UserError("train.batch_tokens must stay 0 for task fine-tuning (rows are padded per batch)")
 
-        rows = encode_rows(kind, train_ex, tok, labels, config.model.seq_len, subtoken)
-        val_rows = encode_rows(kind, val_ex, tok, labels, config.model.seq_len, subtoken)
+        rows = encode_rows(kind, fit_ex, tok, labels, config.model.seq_len, subtoken)
+        val_rows = encode_rows(kind, fit_val, tok, labels, config.model.seq_len, subtoken)
         digest = hashlib.sha256(json.dumps([train_ex, val_ex, labels]).encode()).hexdigest()
         data = task_data(tok, backbone.tokenizer_dir, rows, val_rows, digest, f"{task} examples {train_spec}")
 
@@ -200,6 +215,7 @@ def finetune_task(
         log(
             f"{task}: {len(train_ex)} train / {len(val_ex)} val examples"
             + (f", {len(labels)} labels" if labels else "")
+            + (f" ({len(fit_ex)} / {len(fit_val)} aligned words)" if unit == "word" else "")
             + f"; backbone {backbone.kind} {backbone.source}; {trainable:,} of {model.num_params():,} "
             f"parameters trained ({how})"
         )
@@ -215,6 +231,7 @@ def finetune_task(
             "labels": labels,
             "pooling": pooling,
             "subtoken": subtoken,
+            "unit": unit,
             "backbone": {"kind": backbone.kind, "source": backbone.source, **backbone.info},
             "from_scratch": from_scratch,
             "lora": {"rank": lora_rank, "alpha": float(lora_alpha)},
@@ -232,6 +249,17 @@ def finetune_task(
 
     metrics = evaluate_examples(load_task_run(out_dir), val_ex)
     scalar = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and k != "n"}
-    runs.append_metrics(out_dir, {"step": result.steps, "event": "task_eval", **scalar})
-    log(f"{task}: " + ", ".join(f"{k[4:]} {v:.4f}" for k, v in scalar.items()))
+    base = metrics.get("baseline", {})
+    scalar |= {f"baseline/{k}": v for k, v in base.items() if isinstance(v, int | float)}
+    runs.append_metrics(
+        out_dir, {"step": result.steps, "event": "task_eval", "baseline": base.get("name"), **scalar}
+    )
+    log(
+        f"{task}: "
+        + ", ".join(
+            f"{k[4:]} {v:.4f}" + (f" (baseline {base[k[4:]]:.4f})" if k[4:] in base else "")
+            for k, v in scalar.items()
+            if k.startswith("val/")
+        )
+    )
     return result, metrics

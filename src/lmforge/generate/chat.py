@@ -40,6 +40,8 @@ class Completion:
         self.max_tokens, self.stop, self.stop_ids = max_tokens, list(stop), set(stop_ids)
         self.ignore_eos, self.cancel, self.sampling = ignore_eos, cancel, sampling
         self.completion_tokens = 0
+        self.token_ids: list[int] = []  # the ids counted in completion_tokens (for log-probs)
+        self.end_id: int | None = None  # the stop id that ended it, if one did (not in token_ids)
         self.finish_reason: str | None = None
         self.text = ""
         # Checked here, so a bad prompt fails before anything is streamed.
@@ -58,9 +60,10 @@ class Completion:
                     self.finish_reason = "cancelled"
                     return
                 if token_id in self.stop_ids and not self.ignore_eos:
-                    self.finish_reason = "stop"
+                    self.finish_reason, self.end_id = "stop", token_id
                     return
                 self.completion_tokens += 1
+                self.token_ids.append(token_id)
                 piece = streamer.put(token_id)
                 if piece:
                     self.text += piece

@@ -49,10 +49,13 @@ def generate_tokens(
     seed: int | None = None,
     use_cache: bool = True,
     eot_id: int | None = None,
+    adjust_logits=None,
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` new ids after ``prompt_ids`` (batch 1). Sampling eot_id ends
     the stream (eot itself is not yielded). Temperature 0 is greedy; ``seed`` makes draws repeatable.
-    The prompt is checked here, at the call, so a bad one fails before anything is printed."""
+    The prompt is checked here, at the call, so a bad one fails before anything is printed.
+    ``adjust_logits(logits (1, V), generated ids (1, k)) -> logits`` runs before each draw (the
+    server's OpenAI penalties and logit_bias)."""
     if not prompt_ids:
         raise UserError("the prompt has no tokens; start it with the eot id (see encode_prompt)")
     limit = model.max_context  # None: no window (GRU)
@@ -67,7 +70,7 @@ def generate_tokens(
         )
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    sampling = (temperature, top_k, top_p, repetition_penalty, generator)
+    sampling = (temperature, top_k, top_p, repetition_penalty, generator, adjust_logits)
     n = len(prompt_ids)
     history = torch.zeros(1, n + max(max_new_tokens, 0), dtype=torch.long, device=device)  # (1, all ids)
     history[0, :n] = torch.tensor(prompt_ids, dtype=torch.long)
@@ -91,7 +94,8 @@ def _run(model, history, n, max_new_tokens, limit, use_cache, eot_id, sampling) 
 def _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, sampling) -> Iterator[int]:
     """The loop of ``generate_tokens``; history (1, n + max_new_tokens) holds the prompt in [:n].
     With ``fast`` each new position goes through ``FastDecoder.step`` instead of ``model(...)``."""
-    temperature, top_k, top_p, repetition_penalty, generator = sampling
+    temperature, top_k, top_p, repetition_penalty, generator, adjust = sampling
+    first = n  # generated ids start here
     penalise = repetition_penalty != 1.0
     param = next(model.parameters())
     keep = max(1, limit // 2) if limit is not None else 0
@@ -104,6 +108,8 @@ def _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, s
     for i in range(max_new_tokens):
         with torch.inference_mode():
             prev = history[:, :n] if penalise else None
+            if adjust is not None:
+                logits = adjust(logits, history[:, first:n])
             token = sample_next(logits, temperature, top_k, top_p, generator, repetition_penalty, prev)
             token_id = ids[n] = int(token)
         n += 1

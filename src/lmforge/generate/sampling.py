@@ -62,3 +62,27 @@ def sample_next(
     logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     probs = logits.softmax(dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def openai_penalties(
+    logits: torch.Tensor,
+    generated: torch.Tensor,
+    presence: float = 0.0,
+    frequency: float = 0.0,
+    bias: dict[int, float] | None = None,
+) -> torch.Tensor:
+    """OpenAI's presence and frequency penalties and `logit_bias`, on logits (B, V) given the ids
+    generated so far (B, k): ``logit[j] -= frequency * count[j] + presence * (count[j] > 0)``, then
+    ``logit[j] += bias[j]``. Unlike CTRL's repetition penalty these subtract, whatever the sign, and
+    count only the answer, not the prompt (as OpenAI's API reference and vLLM define them)."""
+    logits = logits.float()
+    if generated.numel() and (presence or frequency):
+        counts = torch.zeros_like(logits).scatter_add_(
+            1, generated, torch.ones_like(generated, dtype=logits.dtype)
+        )
+        logits = logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
+    if bias:
+        ids = torch.tensor(list(bias), dtype=torch.long, device=logits.device)
+        values = torch.tensor(list(bias.values()), dtype=logits.dtype, device=logits.device)
+        logits = logits.index_add(1, ids, values.expand(logits.shape[0], -1))
+    return logits

@@ -6,6 +6,6 @@
 
 from lmforge.models.gpt import GPT, GPTConfig
 from lmforge.models.gru import GRULM, GRUConfig
-from lmforge.models.registry import MODELS, build_model, config_from_dict
+from lmforge.models.registry import MODELS, build_model, model_config_from_dict
 
-__all__ = ["GPT", "GPTConfig", "GRULM", "GRUConfig", "MODELS", "build_model", "config_from_dict"]
+__all__ = ["GPT", "GPTConfig", "GRULM", "GRUConfig", "MODELS", "build_model", "model_config_from_dict"]

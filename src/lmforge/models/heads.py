@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.errors import UserError
+from lmforge.models.families import LM_FAMILIES, config_from_table
 from lmforge.models.lora import add_lora, merge_lora
 
 HEADS = ("sequence", "token", "lm")
@@ -73,12 +74,8 @@ def build_backbone(cfg: TaskConfig) -> nn.Module:
         from lmforge.models.hf_backbone import HFBackbone
 
         return HFBackbone(spec["config"], bool(spec.get("encoder")), cfg.head == "lm", cfg.pad_id)
-    from lmforge.models.registry import config_from_dict
-
-    model_cfg = config_from_dict(spec["model"])
-    from lmforge.models.registry import MODELS
-
-    return MODELS[model_cfg.family][1](model_cfg)
+    model_cfg = config_from_table(spec["model"], LM_FAMILIES)  # a backbone is a language model
+    return LM_FAMILIES[model_cfg.family][1](model_cfg)
 
 
 def backbone_width(backbone: nn.Module) -> int:

@@ -5,40 +5,27 @@ Adding a family is one line here and one module beside it; nothing else dispatch
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from torch import nn
 
-from lmforge.errors import UserError
-from lmforge.models.gpt import GPT, GPTConfig
-from lmforge.models.gru import GRULM, GRUConfig
+from lmforge.models.families import LM_FAMILIES, config_from_table
+from lmforge.models.gpt import GPTConfig
+from lmforge.models.gru import GRUConfig
 from lmforge.models.heads import TaskConfig, TaskModel
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
-    "gpt": (GPTConfig, GPT),
-    "gru": (GRUConfig, GRULM),
+    **LM_FAMILIES,
     "task": (TaskConfig, TaskModel),  # a fine-tuned backbone + head (finetune/tasks.py)
 }
 
 
-def config_from_dict(values: dict[str, Any]) -> GPTConfig | GRUConfig:
+def model_config_from_dict(values: dict[str, Any]) -> GPTConfig | GRUConfig:
     """A model config from a ``[model]`` table / config.json section (``family`` picks the class).
 
     Unknown keys are a UserError naming them, not silently dropped.
     """
-    family = values.get("family", "gpt")
-    if family not in MODELS:
-        raise UserError(f"model.family ({family!r}) must be one of {', '.join(MODELS)}")
-    config_cls = MODELS[family][0]
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(
-            f"unknown key(s) model.{', model.'.join(unknown)} for family {family!r}; "
-            f"known: {', '.join(sorted(known))}"
-        )
-    return config_cls(**{**values, "family": family})
+    return config_from_table(values, MODELS)
 
 
 def build_model(cfg: GPTConfig | GRUConfig, init: bool = True) -> nn.Module:

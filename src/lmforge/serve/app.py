@@ -10,15 +10,23 @@ Why shaped this way:
   at once. On a 2-core machine an unbounded pile of generations would only make every one of them slow.
 - **Limits before work**: the body size is checked (413) before parsing, fields are validated (400
   naming the field), a prompt longer than the context is a 400, `max_tokens` is capped.
-- **No CORS headers unless asked** (`--cors-origin URL`): the page is served from the same origin.
+- **No CORS headers unless asked** (`--cors-origin URL`): the page is served from the same origin;
+  with `--allowed-host` a request naming another Host is refused (DNS rebinding).
+- **A door that holds** (`door.py`): a connection must send its headers within `header_timeout` and
+  its body within `body_timeout`, else it is closed (408 for a slow body); no connection cap counts
+  idle sockets against everyone else.
+- **Every field answered**: `schemas.py` declares each field of OpenAI's request bodies; log-probs come
+  from one scoring forward over prompt + answer (`logprobs.py`, `generate/scoring.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +40,9 @@ from lmforge.data.chat_template import template_for
 from lmforge.errors import UserError
 from lmforge.generate.chat import Completion
 from lmforge.generate.engine import encode_prompt
-from lmforge.serve import schemas
+from lmforge.generate.sampling import openai_penalties
+from lmforge.serve import logprobs, schemas
+from lmforge.serve.door import BodyLimit, HostCheck, uvicorn_config
 
 STATIC = Path(__file__).parent / "static"
 
@@ -45,60 +55,32 @@ class ServeConfig:
     max_concurrent: int = 2  # generations running at once
     max_queue: int = 4  # requests waiting for a slot; beyond it 429 at once
     queue_timeout: float = 30.0  # seconds a queued request waits before 503
+    header_timeout: float = 10.0  # seconds a connection may take to send its request headers
+    body_timeout: float = 10.0  # seconds a request may take to send its whole body (then 408)
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer KEY"
     cors_origins: list[str] = field(default_factory=list)  # allowed browser origins; [] = no CORS headers
+    allowed_hosts: list[str] = field(default_factory=list)  # Host header values accepted; [] = any
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_tokens_cap", "default_max_tokens", "max_concurrent"):
             if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} ({getattr(self, name)}) must be >= 1")
+                raise UserError(f"--{name.replace('_', '-')} ({getattr(self, name)}) must be >= 1")
         if self.max_queue < 0 or self.queue_timeout <= 0:
             raise UserError("--max-queue must be >= 0 and the queue timeout > 0")
+        if not (self.header_timeout > 0 and self.body_timeout > 0):
+            raise UserError("--header-timeout and --body-timeout must be > 0 seconds")
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, kind="invalid_request_error"):
+    def __init__(
+        self, status: int, message: str, param: str | None = None, kind="invalid_request_error", headers=None
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.kind = status, message, param, kind
+        self.headers = headers
 
 
-class BodyLimit:
-    """ASGI middleware: read the whole body up front, answering 413 past `max_bytes` (declared or not)."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        too_large = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
-        body, more = b"", not too_large
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left before sending its body
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            too_large = len(body) > self.max_bytes
-            if too_large:
-                break
-        if too_large:
-            text = f"request body exceeds {self.max_bytes} bytes"
-            response = JSONResponse(
-                schemas.error_object(text), status_code=413, headers={"Connection": "close"}
-            )
-            return await response(scope, receive, send)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 class Slots:
@@ -109,22 +91,35 @@ class Slots:
         self.running = self.waiting = 0
         self._sem = asyncio.Semaphore(config.max_concurrent)
 
-    async def acquire(self) -> None:
+    async def acquire(self, request: Request | None = None) -> bool:
+        """Wait for a slot; False if the client left while waiting (its place is freed at once)."""
         cfg = self.config
         if self.running + self.waiting >= cfg.max_concurrent + cfg.max_queue:
             raise APIError(
                 429,
                 f"busy: {self.running} generations running, {self.waiting} waiting; retry shortly",
                 kind="rate_limit_exceeded",
+                headers=RETRY_AFTER,
             )
         self.waiting += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.queue_timeout
         try:
-            await asyncio.wait_for(self._sem.acquire(), cfg.queue_timeout)
-        except TimeoutError:
-            raise APIError(503, "no generation slot freed in time; retry later", kind="overloaded") from None
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise APIError(503, "no generation slot freed in time; retry later", kind="overloaded",
+                                   headers=RETRY_AFTER)  # fmt: skip
+                try:
+                    await asyncio.wait_for(self._sem.acquire(), min(left, 0.2))
+                    break
+                except TimeoutError:
+                    if request is not None and await request.is_disconnected():
+                        return False
         finally:
             self.waiting -= 1
         self.running += 1
+        return True
 
     def release(self) -> None:
         self.running -= 1
@@ -132,10 +127,12 @@ class Slots:
 
 
 class Generation:
-    """A Completion running in a worker thread; `pieces()` yields its text on the event loop."""
+    """Completions run one after another in a worker thread; `events()` yields, on the event loop,
+    ("piece", index, text) and ("end", index, logprobs) for each."""
 
-    def __init__(self, completion: Completion, slots: Slots, cancel: threading.Event) -> None:
-        self.completion, self.slots, self.cancel = completion, slots, cancel
+    def __init__(self, completions: list, n: int, slots: Slots, cancel: threading.Event, score=None) -> None:
+        self.completions, self.slots, self.cancel, self.score = completions, slots, cancel, score
+        self.n = n  # choices per prompt: completion i answers prompt i // n
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         threading.Thread(target=self._work, daemon=True, name="lmforge-generate").start()
@@ -148,44 +145,55 @@ class Generation:
 
     def _work(self) -> None:
         try:
-            for piece in self.completion:
-                self._post("piece", piece)
+            for index, completion in enumerate(self.completions):
+                for piece in completion:
+                    self._post("piece", index, piece)
+                    if self.cancel.is_set():
+                        break
                 if self.cancel.is_set():
                     break
-            self._post("done", None)
+                self._post("end", index, self.score(completion, index // self.n) if self.score else None)
+            self._post("done", None, None)
         except Exception as exc:  # reported to the client as an error, not a dead connection
-            self._post("error", exc)
+            self._post("error", None, exc)
         finally:
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self.slots.release)
 
-    async def pieces(self, request: Request | None = None):
-        """Text pieces; with `request`, polls for a disconnect while waiting (non-streamed answers)."""
+    async def events(self, request: Request | None = None):
+        """Events as they come; with `request`, polls for a disconnect while waiting (non-streamed)."""
         checked = self.loop.time()
         try:
             while True:
                 try:
-                    kind, value = await asyncio.wait_for(self.queue.get(), 0.25)
+                    items = [await asyncio.wait_for(self.queue.get(), 0.25)]
                 except TimeoutError:
-                    kind = value = None
+                    items = []
                 if request is not None and self.loop.time() - checked >= 0.25:
                     checked = self.loop.time()
                     if await request.is_disconnected():
                         return
-                if kind is None:
-                    continue
-                pieces = []
-                while kind == "piece":  # coalesce what has piled up: one event instead of many
-                    pieces.append(value)
-                    kind, value = self.queue.get_nowait() if not self.queue.empty() else (None, None)
-                if pieces:
-                    yield "".join(pieces)
-                if kind == "done":
-                    return
-                if kind == "error":
-                    raise value
+                while not self.queue.empty():  # coalesce what has piled up: one event instead of many
+                    items.append(self.queue.get_nowait())
+                merged: list[tuple] = []
+                for kind, index, value in items:
+                    if kind == "piece" and merged and merged[-1][:2] == ("piece", index):
+                        merged[-1] = ("piece", index, merged[-1][2] + value)
+                    else:
+                        merged.append((kind, index, value))
+                for kind, index, value in merged:
+                    if kind == "done":
+                        return
+                    if kind == "error":
+                        raise value
+                    yield kind, index, value
         finally:
             self.cancel.set()  # stops the worker if we stopped listening (no-op when it finished)
+
+
+# Below this, sampling is greedy: it is the limit of ever lower temperatures, and dividing the logits
+# by a temperature near 1e-38 overflows float32 into NaN probabilities.
+MIN_TEMPERATURE = 1e-6
 
 
 def create_app(loaded, config: ServeConfig) -> FastAPI:
@@ -194,8 +202,9 @@ def create_app(loaded, config: ServeConfig) -> FastAPI:
     model_id = Path(loaded.run_dir).name
     template = template_for(tokenizer)
     specials = set(tokenizer.special_tokens.values())
+    writer = logprobs.TokenWriter(tokenizer)
     app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout=config.body_timeout)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -205,29 +214,41 @@ def create_app(loaded, config: ServeConfig) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    if config.allowed_hosts:
+        app.add_middleware(HostCheck, allowed=config.allowed_hosts)
     app.state.slots = Slots(config)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
-        return JSONResponse(schemas.error_object(exc.message, exc.kind, exc.param), status_code=exc.status)
+        body = schemas.error_object(exc.message, exc.kind, exc.param)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
         first = exc.errors()[0]
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        # Drop "body" and pydantic's union-member tags ("str", "list[int]", "function-after[...]").
+        loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _TYPE_TAG.match(str(p))]
         if first.get("type") == "json_invalid":
             return JSONResponse(
                 schemas.error_object(f"malformed JSON body: {first.get('msg')}"), status_code=400
             )
         name = ".".join(loc) or "body"
-        message = f"{name}: {first.get('msg')}"
+        if first.get("type") == "extra_forbidden":
+            message = f"{name}: not a field of this API; this server does not support it"
+        else:
+            message = f"{name}: {first.get('msg')}"
         return JSONResponse(schemas.error_object(message, param=name), status_code=400)
 
     @app.exception_handler(HTTPException)
     async def _http(request, exc: HTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(schemas.error_object(str(exc.detail), kind), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _bug(request, exc: Exception):  # a bug: still JSON for the client; uvicorn logs the traceback
+        body = schemas.error_object(f"internal error ({type(exc).__name__})", "server_error")
+        return JSONResponse(body, status_code=500)
 
     def check_key(request: Request) -> None:
         if config.api_key is None:
@@ -237,6 +258,13 @@ def create_app(loaded, config: ServeConfig) -> FastAPI:
             raise APIError(
                 401, "missing or wrong API key: send 'Authorization: Bearer KEY'", kind="auth_error"
             )
+
+    def check_model(name: str | None) -> None:
+        if name is not None and name != model_id:
+            raise APIError(404, f"model {name!r} does not exist; this server has '{model_id}'", "model",
+                           kind="not_found_error")  # fmt: skip
+
+    card = {"id": model_id, "object": "model", "created": 0, "owned_by": "lmforge"}
 
     @app.get("/", response_class=HTMLResponse)
     async def index():
@@ -249,66 +277,158 @@ def create_app(loaded, config: ServeConfig) -> FastAPI:
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models():
-        card = {"id": model_id, "object": "model", "created": 0, "owned_by": "lmforge"}
         return {"object": "list", "data": [card]}
 
-    async def generate(
-        request: Request, body: schemas.Params, prompt_ids: list[int], stop, stop_ids, chat: bool
+    @app.get("/v1/models/{name:path}", dependencies=[Depends(check_key)])
+    async def one_model(name: str):
+        check_model(name)
+        return card
+
+    def sampling(body: schemas.Params) -> dict:
+        temperature = body.temperature if body.temperature >= MIN_TEMPERATURE else 0.0
+        options = {"temperature": temperature, "top_p": body.top_p}
+        bias = {int(k): v for k, v in (body.logit_bias or {}).items()}
+        if any(k >= model.config.vocab_size for k in bias):
+            raise APIError(400, f"logit_bias: token ids must be < {model.config.vocab_size}", "logit_bias")
+        presence, frequency = body.presence_penalty, body.frequency_penalty
+        if presence or frequency or bias:
+            options["adjust_logits"] = functools.partial(
+                openai_penalties, presence=presence, frequency=frequency, bias=bias
+            )
+        return options
+
+    def seed_for(body: schemas.Params, j: int) -> int | None:
+        if body.seed is None or j == 0:
+            return body.seed
+        return (body.seed + j) % 2**63  # the other choices: other draws, still repeatable
+
+    async def answer(
+        request: Request, body: schemas.Params, prompts: list, stop, stop_ids, score, chat: bool
     ):
-        if body.model is not None and body.model != model_id:
-            raise APIError(404, f"model '{body.model}' does not exist; this server has '{model_id}'", "model")
-        max_tokens = min(body.wanted_tokens() or config.default_max_tokens, config.max_tokens_cap)
+        """Generate body.n choices per prompt; prompts: [(ids, echoed text)]."""
+        check_model(body.model)
+        wanted = body.wanted_tokens()
+        max_tokens = min(config.default_max_tokens if wanted is None else wanted, config.max_tokens_cap)
+        options = sampling(body)
         cancel = threading.Event()
-        try:
-            completion = Completion(
-                model, tokenizer, prompt_ids, max_tokens, stop=[*stop, *(body.stop or [])], stop_ids=stop_ids,
-                ignore_eos=body.ignore_eos, cancel=cancel, temperature=body.temperature,
-                top_p=body.top_p, seed=body.seed,
-            )  # fmt: skip
-        except UserError as exc:
-            raise APIError(400, str(exc), "messages" if chat else "prompt") from None
-        await app.state.slots.acquire()
-        run = Generation(completion, app.state.slots, cancel)
+        completions = []
+        stops = [*stop, *(body.stop or [])]
+        for ids, _ in prompts:
+            for j in range(body.n):
+                try:
+                    completions.append(Completion(
+                        model, tokenizer, ids, max_tokens, stop=stops, stop_ids=stop_ids,
+                        ignore_eos=body.ignore_eos, cancel=cancel, seed=seed_for(body, j), **options,
+                    ))  # fmt: skip
+                except UserError as exc:
+                    raise APIError(400, str(exc), "messages" if chat else "prompt") from None
+        if not await app.state.slots.acquire(request):
+            return JSONResponse(schemas.error_object("client closed the request"), status_code=499)
+        run = Generation(completions, body.n, app.state.slots, cancel, score)
         rid = schemas.new_id("chatcmpl" if chat else "cmpl")
+        echoes = [echo for _, echo in prompts for _ in range(body.n)]
+
+        def use() -> dict:
+            return schemas.usage(
+                sum(len(ids) for ids, _ in prompts), sum(c.completion_tokens for c in completions)
+            )
+
         if not body.stream:
-            text = "".join([piece async for piece in run.pieces(request)])
-            use = schemas.usage(completion.prompt_tokens, completion.completion_tokens)
-            return schemas.completion_object(rid, model_id, text, completion.finish_reason, use, chat)
+            texts, scores = [*echoes], [None] * len(completions)
+            async for kind, index, value in run.events(request):
+                if kind == "piece":
+                    texts[index] += value
+                else:
+                    scores[index] = value
+            choices = [
+                schemas.choice_object(i, texts[i], c.finish_reason, chat, scores[i])
+                for i, c in enumerate(completions)
+            ]
+            return schemas.completion_object(rid, model_id, choices, use(), chat)
 
         async def events():
             def sse(obj) -> str:
                 return f"data: {json.dumps(obj)}\n\n"
 
             if chat:
-                yield sse(schemas.chunk_object(rid, model_id, None, None, chat, first=True))
+                for i in range(len(completions)):
+                    yield sse(schemas.chunk_object(rid, model_id, None, None, chat, first=True, index=i))
             try:
-                async for piece in run.pieces():
-                    yield sse(schemas.chunk_object(rid, model_id, piece, None, chat))
+                async for kind, index, value in run.events():
+                    if kind == "piece":
+                        yield sse(schemas.chunk_object(rid, model_id, value, None, chat, index=index))
+                    else:
+                        finish = completions[index].finish_reason
+                        yield sse(schemas.chunk_object(rid, model_id, None, finish, chat, index=index))
             except Exception as exc:  # headers are sent: report in-band, as OpenAI does
                 yield sse(schemas.error_object(f"generation failed: {exc}", "server_error"))
                 return
-            yield sse(schemas.chunk_object(rid, model_id, None, completion.finish_reason, chat))
             if (body.stream_options or {}).get("include_usage"):
                 final = schemas.chunk_object(rid, model_id, None, None, chat)
                 final["choices"] = []
-                final["usage"] = schemas.usage(completion.prompt_tokens, completion.completion_tokens)
+                final["usage"] = use()
                 yield sse(final)
             yield "data: [DONE]\n\n"
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
+    def ended(completion: Completion) -> list[int]:
+        """Prompt, generated ids and the stop id that ended them (scored, not shown)."""
+        end = [] if completion.end_id is None else [completion.end_id]
+        return [*completion.prompt_ids, *completion.token_ids, *end]
+
     @app.post("/v1/completions", dependencies=[Depends(check_key)])
     async def completions(body: schemas.CompletionRequest, request: Request):
-        ids = encode_prompt(tokenizer, body.prompt)
-        return await generate(request, body, ids, [], specials, chat=False)
+        prompts, lengths = [], []  # (ids, echoed text); characters of each prompt's text
+        for prompt in body.prompt:
+            if isinstance(prompt, str):
+                ids, shown = encode_prompt(tokenizer, prompt), prompt  # the eot in front is never echoed
+            else:
+                ids, shown = list(prompt), tokenizer.decode(prompt) if _in_vocab(prompt, tokenizer) else ""
+            prompts.append((ids, shown if body.echo else ""))
+            lengths.append(len(shown))
+        if body.stream and (body.echo or body.logprobs is not None):
+            name = "logprobs" if body.logprobs is not None else "echo"
+            raise APIError(400, f"{name}: not available with stream=true", name)
+        # Text prompts begin with an eot that is context, not text; token prompts are all shown.
+        firsts = [1 if isinstance(p, str) else 0 for p in body.prompt]
+        score = None
+        if body.logprobs is not None:
+
+            def score(completion: Completion, number: int) -> dict:
+                ids, top = ended(completion), body.logprobs
+                if body.echo:
+                    return logprobs.legacy(model, writer, ids, firsts[number], top)
+                n = len(completion.prompt_ids)
+                return logprobs.legacy(model, writer, ids, n, top, lengths[number])
+
+        return await answer(request, body, prompts, [], specials, score, chat=False)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
     async def chat_completions(body: schemas.ChatRequest, request: Request):
-        ids = template.prompt_ids([m.model_dump() for m in body.messages])
-        return await generate(request, body, ids, template.stop, template.stop_ids, chat=True)
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(400, "top_logprobs: needs logprobs: true", "top_logprobs")
+        if body.stream and body.logprobs:
+            raise APIError(400, "logprobs: not available with stream=true", "logprobs")
+        ids = template.prompt_ids([m.as_turn() for m in body.messages])
+        score = None
+        if body.logprobs:
+            top = body.top_logprobs or 0
+
+            def score(completion: Completion, number: int) -> dict:
+                return logprobs.chat(model, writer, ended(completion), len(completion.prompt_ids), top)
+
+        return await answer(request, body, [(ids, "")], template.stop, template.stop_ids, score, chat=True)
 
     return app
+
+
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\]|[a-z_]+-[a-z_-]+)$")
+
+
+def _in_vocab(ids: list[int], tokenizer) -> bool:
+    return all(0 <= i < tokenizer.vocab_size for i in ids)
 
 
 def serve(loaded, host: str, port: int, config: ServeConfig, threads: int, log_level: str = "info") -> None:
@@ -318,8 +438,4 @@ def serve(loaded, host: str, port: int, config: ServeConfig, threads: int, log_l
 
     torch.set_num_threads(max(1, threads))
     app = create_app(loaded, config)
-    # A backstop above our own queue: uvicorn answers 503 past this many open connections.
-    limit = config.max_concurrent + config.max_queue + 64
-    uvicorn.run(
-        app, host=host, port=port, log_level=log_level, limit_concurrency=limit, timeout_graceful_shutdown=5
-    )
+    uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level)).run()

@@ -5,8 +5,11 @@ benefit (they don't grow with width the way weight matrices do), so they form a 
 
 Muon (Jordan et al. 2024, "Muon: an optimizer for hidden layers") orthogonalises each hidden
 matrix's momentum with a few Newton-Schulz iterations; it is meant for 2-D hidden weights only, so the
-embedding, the output head and every vector stay on AdamW. `torch.optim.Muon` does the maths; we use
-Keller Jordan's original shape adjustment ("original"), with which the usual Muon rate 0.02 applies.
+embedding, the output head and every vector stay on AdamW. Which parameter is which is decided by its
+role in the model (`param_roles`: the module that owns it), not by its shape: with a character
+vocabulary of 65 a hidden matrix is larger than the embedding, and a shape rule sent every matrix to
+AdamW. `torch.optim.Muon` does the maths; we use Keller Jordan's original shape adjustment
+("original"), with which the usual Muon rate 0.02 applies.
 
 Every optimiser gets a `base_lr` in each param group; the loop sets `lr = base_lr * lr_factor(step)`.
 
@@ -21,26 +24,48 @@ from torch import nn
 
 from lmforge.config import OptimConfig
 
-
-def _is_embedding_like(param: torch.Tensor, vocab_size: int) -> bool:
-    """Embedding tables and the output head: 2-D with one side as large as the (padded) vocabulary."""
-    return param.ndim == 2 and max(param.shape) >= vocab_size
+HEAD_MODULES = ("lm_head", "head")  # the modules that map hidden states to logits / labels
 
 
-class AdamW:
-    """AdamW (Loshchilov & Hutter 2019) on torch's fused kernel, without ``torch.optim.Optimizer``.
+def param_roles(model: nn.Module) -> dict[str, str]:
+    """Each trainable parameter's role, by the module that owns it: "embedding" (an nn.Embedding's
+    table, also when tied to the head), "head" (the output layer), "hidden" (a matrix inside the
+    network: attention, MLP, recurrent weights, LoRA factors) or "vector" (norm gains, biases)."""
+    roles: dict[str, str] = {}
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        leaf = module_name.rsplit(".", 1)[-1]
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue  # a tied matrix keeps the role of the module that registered it first
+            seen.add(id(param))
+            if isinstance(module, nn.Embedding):
+                role = "embedding"
+            elif leaf in HEAD_MODULES:
+                role = "head"
+            else:
+                role = "hidden" if param.ndim == 2 else "vector"
+            roles[f"{module_name}.{name}" if module_name else name] = role
+    return roles
+
+
+class AdamW(torch.optim.Optimizer):
+    """AdamW (Loshchilov & Hutter 2019) on torch's fused kernel: a ``torch.optim.Optimizer`` whose
+    methods do not import the compiler.
 
     Why not ``torch.optim.AdamW``: building or stepping any torch.optim optimizer imports
-    ``torch._dynamo`` (its methods are wrapped so the compiler skips them), 1.2 s of every run's
-    start-up on a 2-core CPU -- a twentieth of the Tiny Shakespeare speedrun. The update is the very
-    kernel ``torch.optim.AdamW(fused=True)`` calls (``torch._fused_adamw_``), and the state dict has
-    torch's layout and type name, so checkpoints move freely between this class and torch's (FSDP
-    runs use torch's).
+    ``torch._dynamo`` (``add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict`` are
+    wrapped in ``torch._disable_dynamo``, which imports it on first call) -- a second or more of every
+    run's start-up on a 2-core CPU, a twentieth of the Tiny Shakespeare speedrun (BENCHMARKS.md, "What
+    made the steps and start-up cheaper"). This class overrides exactly those four with plain code;
+    the update is the very kernel ``torch.optim.AdamW(fused=True)`` calls (``torch._fused_adamw_``),
+    and the state dict has torch's layout, so checkpoints move freely between this class and torch's
+    (FSDP runs use torch's).
     """
 
     def __init__(self, groups: list[dict], lr: float, betas: tuple[float, float], eps: float) -> None:
         # The keys torch's AdamW keeps in each group, so it can load a state dict saved from here.
-        self.defaults = {
+        defaults = {
             "lr": lr,
             "betas": betas,
             "eps": eps,
@@ -53,8 +78,12 @@ class AdamW:
             "fused": True,
             "decoupled_weight_decay": True,
         }
-        self.param_groups = [{**self.defaults, **g, "params": list(g["params"])} for g in groups]
-        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        super().__init__(groups, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        self.param_groups.append({**self.defaults, **param_group, "params": params})
 
     def _state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         st = self.state.get(p)
@@ -67,7 +96,10 @@ class AdamW:
         return st
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, closure=None) -> None:
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
         for group in self.param_groups:
             # The fused kernel takes one device and dtype per call.
             buckets: dict[tuple, list[torch.Tensor]] = {}
@@ -123,7 +155,7 @@ class AdamW:
         ):
             raise ValueError("optimizer state has a different number of parameters or groups")
         state = state_dict["state"]
-        self.state = {}
+        self.state.clear()
         for s, group in zip(saved, self.param_groups, strict=True):
             for key, value in s.items():
                 if key != "params":
@@ -139,9 +171,7 @@ class AdamW:
                     }
 
 
-def build_optimizers(
-    cfg: OptimConfig, model: nn.Module, vocab_size: int, device_type: str = "cpu", sharded: bool = False
-):
+def build_optimizers(cfg: OptimConfig, model: nn.Module, device_type: str = "cpu", sharded: bool = False):
     """A list of optimizers covering every trainable parameter exactly once (one, or two for Muon).
 
     ``sharded``: the parameters are FSDP DTensors, which need torch.optim's implementations.
@@ -181,7 +211,8 @@ def build_optimizers(
             )
         ]
     # muon: hidden matrices on Muon, embeddings / head / vectors on AdamW.
-    hidden = [p for p in matrices if p.ndim == 2 and not _is_embedding_like(p, vocab_size)]
+    roles = param_roles(model)
+    hidden = [p for n, p in named if roles.get(n) == "hidden"]
     hidden_ids = {id(p) for p in hidden}
     rest_matrices = [p for p in matrices if id(p) not in hidden_ids]
     optimizers: list[torch.optim.Optimizer] = [

@@ -37,3 +37,26 @@ def lr_factor(step: int, max_steps: int, cfg: ScheduleConfig) -> float:
         return 1.0
     progress = min(1.0, (step - decay_start + 1) / warmdown)
     return 1.0 - (1.0 - floor) * progress
+
+
+def lr_factor_by_time(step: int, fraction: float, cfg: ScheduleConfig) -> float:
+    """The multiplier of a time-budget run: the schedule's decay follows the share of the budget spent.
+
+    `fraction` (0 at the start, 1 when the budget is spent) stands where step/max_steps stands in
+    `lr_factor`, so a machine that slows down or speeds up mid-run moves the warm-down with the clock
+    instead of leaving it planned for steps that will never run. Warm-up still counts steps (it is
+    about the optimizer's first updates, not about time); the lower of the two factors applies, so
+    the warm-down happens even when warm-up has not ended.
+    """
+    warm = (step + 1) / cfg.warmup_steps if cfg.warmup_steps > 0 and step < cfg.warmup_steps else 1.0
+    fraction = min(1.0, max(0.0, fraction))
+    floor = cfg.min_lr_frac
+    if cfg.name == "constant":
+        decay = 1.0
+    elif cfg.name == "cosine":
+        decay = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * fraction))
+    else:  # wsd
+        start = 1.0 - cfg.warmdown_frac
+        progress = (fraction - start) / cfg.warmdown_frac if cfg.warmdown_frac > 0 else 0.0
+        decay = 1.0 - (1.0 - floor) * min(1.0, max(0.0, progress))
+    return min(warm, decay)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge import io
 from lmforge.errors import UserError
 
 DEFAULT_WIDTHS = (16, 32, 64)  # n_embd of the ladder (n_head = n_embd / 16, n_layer from the preset)
@@ -194,9 +195,9 @@ def run_scaling(
         "optimal_loss": l_opt,
         "points": points,
     }
-    (out_dir / "scaling.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    io.write_text(out_dir / "scaling.json", json.dumps(summary, indent=2))
     plot_scaling(points, fit, target, out_dir / "scaling.png")
-    (out_dir / "scaling.md").write_text(scaling_markdown(summary), encoding="utf-8")
+    io.write_text(out_dir / "scaling.md", scaling_markdown(summary))
     return summary
 
 
@@ -261,5 +262,6 @@ def plot_scaling(points: list[dict], fit: ScalingFit, target: float, path: Path)
     ax_res.set(xscale="log", xlabel="N", ylabel="log(predicted) - log(observed)", title="residuals")
     ax_res.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with io.writing(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -30,6 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from lmforge import io
 from lmforge.config import build_run_config
 from lmforge.errors import UserError
 from lmforge.train.loop import train
@@ -57,7 +58,7 @@ def _sampler(optuna, spec: SweepSpec):
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(5, max(1, spec.n_trials // 3)))
 
 
-def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool):
+def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool, log=print):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -72,8 +73,9 @@ def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool):
             "(only n_trials may grow) or choose another --out"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(spec.to_json(), encoding="utf-8")
-    storage = JournalStorage(JournalFileBackend(str(out_dir / "optuna.journal")))
+    io.write_text(saved, spec.to_json())
+    journal = _checked_journal(out_dir / "optuna.journal", log)
+    storage = JournalStorage(JournalFileBackend(str(journal)))
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=spec.prune_startup_trials, n_warmup_steps=0)
         if spec.prune
@@ -89,8 +91,49 @@ def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool):
     )
 
 
+def _checked_journal(path: Path, log=print) -> Path:
+    """The study journal, with a last record cut short by a kill removed (kept aside as a copy).
+
+    Optuna appends one JSON line per event. A kill in the middle of an append leaves a partial last
+    line; Optuna skips it when reading, but its next append would be glued onto it, damaging the
+    journal for good. Everything before it is intact, so the partial line is dropped here. A bad
+    line anywhere else means the file was edited or the disk damaged: that is refused, by name.
+    """
+    if not path.is_file():
+        return path
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline, else the unfinished last record
+
+    def is_record(line: bytes) -> bool:
+        try:
+            return isinstance(json.loads(line), dict)
+        except ValueError:
+            return False
+
+    bad = [number for number, line in enumerate(lines) if not is_record(line)]
+    if tail and is_record(tail):  # complete but for its newline
+        lines.append(tail)
+    elif not tail and bad and bad[-1] == len(lines) - 1:
+        lines.pop()  # a cut record that happens to end with a newline
+        bad.pop()
+    elif not tail:
+        tail = None
+    if bad:
+        raise UserError(
+            f"{path} is damaged at line {bad[0] + 1} (not a JSON record); restore it, or start the "
+            "sweep again in another --out"
+        )
+    if tail is None:
+        return path
+    io.write_bytes(path.with_name(path.name + ".damaged"), data)
+    io.write_bytes(path, b"".join(line + b"\n" for line in lines))
+    log(f"warning: dropped a half-written last record from {path} (the old file is {path.name}.damaged)")
+    return path
+
+
 def _differs_beyond_n_trials(saved: Path, spec: SweepSpec) -> bool:
-    old = json.loads(saved.read_text(encoding="utf-8"))
+    old = io.read_json_object(saved, "start the sweep again in another --out")
     new = json.loads(spec.to_json())
     old.pop("n_trials", None)
     new.pop("n_trials", None)
@@ -118,6 +161,10 @@ def _requeue_interrupted(study, optuna, log) -> None:
         if t.state == states.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
             log(f"trial {t.number:03d} was interrupted; it runs again")
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            if "grid_id" in t.system_attrs:  # the retry takes the grid point's place in GridSampler
+                retry = study.get_trials(deepcopy=False, states=(states.WAITING,))[-1]
+                for key in ("grid_id", "search_space"):
+                    storage.set_trial_system_attr(retry._trial_id, key, t.system_attrs[key])
 
 
 def run_sweep(
@@ -141,7 +188,7 @@ def run_sweep(
     check_space(spec, preset_path, tokenizer.vocab_size, sources)  # before any trial runs
     base = base_tree(spec, preset_path)
     n_trials = min(spec.n_trials, grid_size(spec)) if spec.method == "grid" else spec.n_trials
-    study = _open_study(optuna, spec, out_dir, resume)
+    study = _open_study(optuna, spec, out_dir, resume, log)
     if not study.trials:
         for params in spec.enqueue:
             study.enqueue_trial(params)
@@ -262,7 +309,7 @@ def write_results(study, spec: SweepSpec, out_dir: Path, optuna) -> dict:
     if not rows:
         return {"trials": 0, "best": None}
     columns = list(rows[0])
-    with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as handle:
+    with io.writing(out_dir / "results.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -272,7 +319,7 @@ def write_results(study, spec: SweepSpec, out_dir: Path, optuna) -> dict:
     md += ["| " + " | ".join(_cell(r[c]).replace("|", "/") for c in shown) + " |" for r in rows]
     best = rows[0] if rows[0]["state"] == "complete" else None
     if best:
-        config = json.loads((Path(best["run_dir"]) / "config.json").read_text(encoding="utf-8"))
+        config = io.read_json_object(Path(best["run_dir"]) / "config.json")
         config["model"].pop("vocab_size", None)  # read from the tokenizer
         config["data"].pop("path", None)  # given by --data
         header = (
@@ -281,10 +328,10 @@ def write_results(study, spec: SweepSpec, out_dir: Path, optuna) -> dict:
             f"lmforge train --data {spec.data} --out runs/best --config {out_dir / 'best.toml'}\n"
             "The budget below is the trial's; raise train.max_steps for a full run."
         )
-        (out_dir / "best.toml").write_text(to_toml(config, header), encoding="utf-8")
+        io.write_text(out_dir / "best.toml", to_toml(config, header))
         md += ["", f"Best: trial {best['trial']:03d} -> `best.toml`."]
     md += ["", "![metric against each parameter](params.png)", "", "![trials](history.png)"]
-    (out_dir / "results.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    io.write_text(out_dir / "results.md", "\n".join(md) + "\n")
     plot_sweep(rows, spec, out_dir)
     counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "failed", "interrupted")}
     return {"trials": len(rows), **counts, "best": best}
@@ -312,7 +359,8 @@ def plot_sweep(rows: list[dict], spec: SweepSpec, out_dir: Path) -> None:
         ax.set(xlabel=param.name, ylabel=spec.metric)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_dir / "params.png")
+    with io.writing(out_dir / "params.png") as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
@@ -329,5 +377,6 @@ def plot_sweep(rows: list[dict], spec: SweepSpec, out_dir: Path) -> None:
     if ax.has_data():
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_dir / "history.png")
+    with io.writing(out_dir / "history.png") as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)

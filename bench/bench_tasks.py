@@ -1,0 +1,190 @@
+"""The README's task table: every task figure with its trivial baseline, from the built-in corpus.
+
+    .venv/bin/python bench/bench_tasks.py [--work bench/.work/tasks] [--rows genre,ner,...]
+
+1. The demonstration task sets (`lmforge data tasks`): genre (600 speeches per genre, 40-120
+   characters), speaker (Hamlet, five speakers), ner (600 lines with a name, 600 without), translate
+   (First Folio -> modern spelling, 1000 aligned speeches).
+2. Two small backbones, both GPTs of 2 layers, width 96, context 64, trained 300 steps (minutes on
+   2 cores even when they are shared): on the modern edition with BPE 4096 for classification and
+   NER, and character-level on both editions (`shakespeare:both`) for translation -- the
+   word-by-word recipe (`--unit word`) needs a tokenizer that spells. Each is made once under --work
+   and reused; pass --backbone / --char-backbone to use other runs.
+3. Each row fine-tunes with `lmforge finetune` and reads the final validation evaluation that
+   finetune records (metrics.jsonl `task_eval`: the model's figures and the baseline's on the same
+   examples -- majority class, all-O, or the source copied).
+
+Prints a Markdown table (the one in the README) and writes WORK/tasks.json. The figures move by a
+few points between seeds and with the machine's load (the backbones are trained to a time budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from lmforge.cli import main as lmforge
+
+HERE = Path(__file__).resolve().parent
+DATASETS = {
+    "genre": ["--limit", "600", "--max-chars", "120"],
+    "speaker": [],
+    "ner": ["--limit", "600"],
+    "translate": ["--limit", "1000"],
+}
+SMALL_BACKBONE = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=96",
+    "model.seq_len=64",
+    "train.batch_size=32",
+    "train.max_steps=300",
+    "train.eval_every=300",
+    "train.ckpt_every=300",
+    "train.eval_tokens=8192",
+    "train.threads=1",
+    "optim.lr=3e-3",
+]
+TRANSLATE = [
+    "--unit",
+    "word",
+    "--seq-len",
+    "48",
+    "--max-steps",
+    "600",
+    "train.batch_size=64",
+    "optim.lr=3e-3",
+    "train.eval_every=200",
+    "train.ckpt_every=200",
+]
+# name -> (data set, finetune task, backbone, metric keys, extra finetune arguments); translate first, the
+# row the table exists to settle
+ROWS = {
+    "translate": ("translate", "translate", "char", ("bleu", "chrf"), TRANSLATE),
+    "genre": ("genre", "classify", "bpe", ("accuracy", "macro_f1"), []),
+    "ner": ("ner", "ner", "bpe", ("precision", "recall", "f1", "token_accuracy"), ["--subtoken", "last"]),
+    "speaker": ("speaker", "classify", "bpe", ("accuracy", "macro_f1"), []),
+    "genre-lora": (
+        "genre",
+        "classify",
+        "bpe",
+        ("accuracy", "macro_f1"),
+        ["--lora-rank", "8", "optim.lr=3e-3"],
+    ),
+    "genre-probe": (
+        "genre",
+        "classify",
+        "bpe",
+        ("accuracy", "macro_f1"),
+        ["--freeze-backbone", "optim.lr=3e-3"],
+    ),
+}
+
+
+def run(args: list[str]) -> None:
+    print("$ lmforge " + " ".join(args), flush=True)
+    code = lmforge(args)
+    if code:
+        raise SystemExit(f"lmforge {args[0]} failed with exit {code}")
+
+
+# backbone -> `lmforge data prepare` arguments; both trained with SMALL_BACKBONE
+CORPORA = {
+    "bpe": ["--source", "shakespeare"],
+    "char": ["--source", "shakespeare:both", "--tokenizer", "char"],
+}
+
+
+def backbone(work: Path, kind: str, given: str | None) -> Path:
+    """The `kind` backbone: `given`, or made (once) under WORK/kind."""
+    if given:
+        return Path(given)
+    out, data = work / kind / "run", work / kind / "data"
+    if not (out / "config.json").is_file():
+        if not (data / "shards" / "manifest.json").is_file():
+            run(["data", "prepare", "--out", str(data), *CORPORA[kind]])
+        run(["train", "--data", str(data), "--out", str(out), "--no-progress", *SMALL_BACKBONE])
+    return out
+
+
+def final_eval(run_dir: Path) -> dict:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return next(r for r in reversed(records) if r.get("event") == "task_eval")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default=str(HERE / ".work" / "tasks"), help="folder for data, backbones, runs")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
+    p.add_argument("--backbone", help="BPE backbone run for classify / ner (default: made under --work)")
+    p.add_argument("--char-backbone", help="character-level backbone run for translate (default: made here)")
+    args = p.parse_args()
+    work = Path(args.work)
+    names = [n for n in args.rows.split(",") if n]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise SystemExit(f"error: unknown --rows {unknown}; choose from {', '.join(ROWS)}")
+    given = {"bpe": args.backbone, "char": args.char_backbone}
+    nets = {kind: backbone(work, kind, given[kind]) for kind in sorted({ROWS[n][2] for n in names})}
+    results = {}
+    for name in names:
+        dataset, task, kind, keys, extra = ROWS[name]
+        data = work / "data" / dataset
+        if not (data / "card.json").is_file():
+            run(["data", "tasks", "--task", dataset, "--out", str(data), *DATASETS[dataset]])
+        out = work / "runs" / name
+        shutil.rmtree(out, ignore_errors=True)  # a row is always fine-tuned afresh
+        start = time.perf_counter()
+        run(
+            [
+                "finetune",
+                str(nets[kind]),
+                "--task",
+                task,
+                "--train",
+                str(data / "train.jsonl"),
+                "--val",
+                str(data / "val.jsonl"),
+                "--out",
+                str(out),
+                "--no-progress",
+                "train.threads=1",
+                *extra,
+            ]
+        )
+        final = final_eval(out)
+        card = json.loads((data / "card.json").read_text())
+        results[name] = {
+            "task": task,
+            "examples": card["examples"],
+            "metrics": {k: final[f"val/{k}"] for k in keys},
+            "baseline": {k: final.get(f"baseline/{k}") for k in keys},
+            "baseline_name": final.get("baseline"),
+            "seconds": time.perf_counter() - start,
+            "args": extra,
+        }
+    rows = [
+        "| row (train / val examples) | metric | fine-tuned | baseline | baseline is | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        keys = list(r["metrics"])
+        fmt = (lambda v: f"{v:.1f}") if r["task"] == "translate" else (lambda v: f"{v:.2f}")
+        rows.append(
+            f"| {name} ({r['examples']['train']} / {r['examples']['val']}) | {' / '.join(keys)} | "
+            f"{' / '.join(fmt(r['metrics'][k]) for k in keys)} | "
+            f"{' / '.join(fmt(r['baseline'][k]) for k in keys)} | {r['baseline_name']} | {r['seconds']:.0f} |"
+        )
+    table = "\n".join(rows)
+    print(table)
+    work.mkdir(parents=True, exist_ok=True)
+    cpu = platform.processor() or platform.machine()
+    (work / "tasks.json").write_text(json.dumps({"cpu": cpu, "rows": results}, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The parts one training step needs (`Engine`), how they are built, and the step itself.
+
+`build_engine` makes the model (fresh, from `init_from`, or from the checkpoint being resumed), shards
+or wraps it for several processes, builds the optimizers and restores their state. `train_step` is
+one optimizer step's forward and backward passes: micro-steps accumulating gradients to
+`train.batch_tokens`, then the global gradient norm (clipped); the update itself is the loop's call,
+after the guard has judged the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge import dist, hardware, runs
+from lmforge.config import RunConfig
+from lmforge.dist import DistInfo
+from lmforge.errors import UserError
+from lmforge.models.registry import MODELS
+from lmforge.train import sharding
+from lmforge.train.data import Sampler, TrainData
+from lmforge.train.optim import build_optimizers
+
+
+@dataclass
+class Engine:
+    model: torch.nn.Module  # the plain module (weights, checkpoints)
+    forward: torch.nn.Module  # what a training micro-step calls (compiled and/or DDP-wrapped)
+    eval_model: torch.nn.Module  # what evaluation calls (never through DDP's gradient hooks)
+    optimizers: list
+    sampler: Sampler
+    amp: Any  # the autocast context (or a null one)
+    device: torch.device
+    dinfo: DistInfo
+    sharded: bool  # FSDP
+    accum: int  # micro-steps per optimizer step
+    tokens_per_step: int  # global: ranks x micro-steps x batch_size x seq_len
+    max_grad_norm: float
+
+
+@dataclass
+class StepOutcome:
+    loss: float  # mean over micro-steps and ranks
+    grad_norm: float  # before clipping
+    batch_crc: int  # a fingerprint of the step's batches (metrics.jsonl): resumes replay none
+
+
+def build_engine(
+    config: RunConfig,
+    data: TrainData,
+    device: torch.device,
+    dinfo: DistInfo,
+    checkpoint: runs.Checkpoint | None,
+    init_from: Path | None,
+    log: Callable[[str], None],
+) -> Engine:
+    mcfg, tcfg = config.model, config.train
+    torch.manual_seed(tcfg.seed)
+    model = MODELS[mcfg.family][1](mcfg)
+    model.init_weights()
+    if init_from is not None and checkpoint is None:
+        runs.load_model_weights(model, Path(init_from))
+    if checkpoint is not None:  # weights before sharding: FSDP shards what the model holds
+        runs.load_model_weights(model, checkpoint.path)
+    model.to(device)
+    sharded = dinfo.enabled and tcfg.parallel == "fsdp"
+    if sharded:
+        if config.optim.name == "muon":
+            raise UserError("optim.name=muon is not supported with train.parallel=fsdp; use adamw or ddp")
+        sharding.shard_model(model)
+    optimizers = build_optimizers(config.optim, model, device.type, sharded=sharded)
+    if checkpoint is not None:
+        runs.load_training_state(
+            checkpoint.path, optimizers, sharding.load_optimizer(model) if sharded else None
+        )
+
+    forward = _compile(model, log) if tcfg.compile else model
+    eval_model = forward
+    if dinfo.enabled and not sharded:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            forward, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    tokens_per_micro = tcfg.batch_size * mcfg.seq_len * dinfo.world_size
+    accum = max(1, math.ceil(tcfg.batch_tokens / tokens_per_micro)) if tcfg.batch_tokens else 1
+    sampler = data.make_sampler(tcfg.batch_size, mcfg.seq_len, tcfg.seed, dinfo.rank, dinfo.world_size)
+    clip = config.optim.grad_clip
+    return Engine(
+        model=model,
+        forward=forward,
+        eval_model=eval_model,
+        optimizers=optimizers,
+        sampler=sampler,
+        amp=hardware.autocast(device, tcfg.dtype),
+        device=device,
+        dinfo=dinfo,
+        sharded=sharded,
+        accum=accum,
+        tokens_per_step=tokens_per_micro * accum,
+        max_grad_norm=clip if clip > 0 else math.inf,
+    )
+
+
+def train_step(engine: Engine, step: int) -> StepOutcome:
+    """Forward and backward over the step's micro-steps; gradients accumulated, not yet applied."""
+    e = engine
+    batch_crc = 0
+    loss_sum = torch.zeros((), device=e.device)
+    for micro_step in range(e.accum):
+        x, y = e.sampler.batch(step, micro_step)
+        batch_crc = zlib.crc32(x.cpu().numpy().tobytes(), batch_crc)
+        x, y = x.to(e.device, non_blocking=True), y.to(e.device, non_blocking=True)
+        # DDP averages gradients across ranks once per step, on the last micro-step
+        sync = not e.dinfo.enabled or e.sharded or micro_step == e.accum - 1
+        with contextlib.nullcontext() if sync else e.forward.no_sync():
+            with e.amp:
+                loss = e.forward(x, y)
+            (loss / e.accum).backward()
+        loss_sum += loss.detach()
+    loss_value = float(dist.all_reduce_mean(loss_sum, e.dinfo)) / e.accum  # every rank judges alike
+    norm = torch.nn.utils.clip_grad_norm_(e.model.parameters(), e.max_grad_norm)
+    return StepOutcome(loss_value, sharding.full_norm(norm), batch_crc)
+
+
+def apply_update(engine: Engine, skip: bool) -> None:
+    """The optimizers' step (unless the guard said skip), then the gradients cleared either way."""
+    for opt in engine.optimizers:
+        if not skip:
+            opt.step()
+    for opt in engine.optimizers:
+        opt.zero_grad(set_to_none=True)
+
+
+def _compile(model: torch.nn.Module, log: Callable[[str], None]) -> torch.nn.Module:
+    """torch.compile with an eager fallback; compilation happens lazily, on the first call, and the
+    loop times that first step (TrainResult.compile_seconds)."""
+    try:
+        return torch.compile(model, dynamic=False)
+    except Exception as exc:  # noqa: BLE001 -- any compiler failure falls back to eager
+        log(f"warning: torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
+        return model
+
+
+def now() -> float:
+    return time.perf_counter()

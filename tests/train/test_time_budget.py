@@ -1,0 +1,79 @@
+"""The time budget holds when the machine's speed changes mid-run: the schedule follows the clock, so
+the warm-down still happens and the run ends near the budget (a slowdown is injected through the
+loop's fault seam, train/faults.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import TINY
+from lmforge import runs
+from lmforge.cli import main
+from lmforge.cli import train as cli_train
+from lmforge.config import ScheduleConfig
+from lmforge.train.budget import TimeBudget
+from lmforge.train.faults import Faults
+from lmforge.train.schedule import lr_factor_by_time
+
+
+def test_lr_by_time_warms_up_by_steps_and_decays_by_the_clock():
+    wsd = ScheduleConfig(name="wsd", warmup_steps=4, warmdown_frac=0.2, min_lr_frac=0.1)
+    assert lr_factor_by_time(0, 0.0, wsd) == 0.25 and lr_factor_by_time(3, 0.1, wsd) == 1.0
+    assert lr_factor_by_time(100, 0.8, wsd) == 1.0
+    assert lr_factor_by_time(100, 0.9, wsd) == pytest.approx(0.55)
+    assert lr_factor_by_time(100, 1.0, wsd) == pytest.approx(0.1) == lr_factor_by_time(100, 1.5, wsd)
+    assert lr_factor_by_time(1, 1.0, wsd) == pytest.approx(0.1)  # the warm-down wins over warm-up
+    cos = ScheduleConfig(name="cosine", warmup_steps=0, min_lr_frac=0.0)
+    assert lr_factor_by_time(5, 0.5, cos) == pytest.approx(0.5) and lr_factor_by_time(5, 1.0, cos) == 0.0
+    assert lr_factor_by_time(5, 0.99, ScheduleConfig(name="constant", warmup_steps=0)) == 1.0
+
+
+def test_budget_keeps_the_final_evaluation_and_save_in_reserve():
+    budget = TimeBudget(seconds=10.0, step_seconds=0.1, reserve=1.0)
+    assert budget.deadline == 9.0 and budget.fraction(4.5) == 0.5
+    assert not budget.spent(8.9) and budget.spent(8.96)  # stop when the next step would end later
+    assert budget.horizon(10, 4.0) == 10 + 50
+    budget.observe_eval(0.5)
+    assert budget.reserve == 1.0  # one measurement is not yet the whole tail
+    budget.observe_save(0.25)
+    assert budget.reserve == 0.75 and budget.deadline == 9.25
+    for _ in range(30):
+        budget.observe_step(0.2)  # the machine got twice as slow: the estimate follows within steps
+    assert budget.step_seconds == pytest.approx(0.2, rel=1e-2)
+
+
+@pytest.mark.slow
+def test_a_run_slowed_down_mid_way_still_warms_down_and_ends_on_budget(
+    char_data, tmp_path, monkeypatch, capsys
+):
+    budget = 4.0
+
+    class SlowLate(Faults):
+        """The machine gets busy late in the run, when a plan made from the early pace has already
+        committed to its warm-down: each step takes 120 ms longer, several times its own time."""
+
+        start = None
+
+        def at(self, point, step):
+            self.start = self.start or time.perf_counter()
+            if point == "step" and time.perf_counter() - self.start > 0.75 * budget:
+                time.sleep(0.12)
+
+    monkeypatch.setattr(cli_train, "faults_from_env", SlowLate)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(char_data), "--out", str(out), "--no-progress", "--json", *TINY,
+            "train.log_every=1", "train.threads=1", "train.eval_every=100000", "train.ckpt_every=100000",
+            "schedule.name=wsd", "schedule.warmdown_frac=0.3", "schedule.min_lr_frac=0.1",
+            "--time-budget", str(budget)]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["stopped_by"] == "time_budget" and "max_steps" not in captured.err
+    assert abs(summary["wall_seconds"] - budget) <= 0.05 * budget + 0.1, summary
+    lr = [r["lr_factor"] for r in runs.read_metrics(out) if "lr_factor" in r]
+    assert len(lr) > 40
+    assert lr[-1] <= 0.25  # the warm-down reached (about) its end, min_lr_frac 0.1
+    assert all(b <= a + 1e-9 for a, b in zip(lr[5:], lr[6:], strict=False))  # it never went back up
