@@ -47,7 +47,12 @@ def _fake_run(path):
 
 
 def _snapshot(root) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    # .lock names the process writing the folder (lmforge.locks); it is not part of the data
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def test_out_naming_a_run_folder_is_refused_and_the_run_kept(tmp_path, capsys):
@@ -55,7 +60,7 @@ def test_out_naming_a_run_folder_is_refused_and_the_run_kept(tmp_path, capsys):
     run = tmp_path / "run"
     _fake_run(run)
     before = _snapshot(run)
-    err = fails(capsys, ["--source", str(tmp_path / "a.txt"), "--out", str(run)], "training run folder")
+    err = fails(capsys, ["--source", str(tmp_path / "a.txt"), "--out", str(run)], "run folder")
     assert "run_data" in err  # the hint names a folder that would work
     assert _snapshot(run) == before
 
