@@ -201,3 +201,4 @@ def test_a_killed_prepare_leaves_out_as_it_was(tmp_path):
     assert snapshot() == before  # the old folder, whole: not one file of the killed run in it
     assert main(["data", "prepare", "--source", str(big), "--out", str(out)]) == 0
     assert json.loads((out / "prepare_report.json").read_text())["sources"].keys() == {"big"}
+    assert not list(tmp_path.glob(".d.*"))  # the killed run's temporary folder is gone too

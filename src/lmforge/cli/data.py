@@ -254,9 +254,6 @@ def run(args) -> int:
     verb = args.data_verb
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; pass a folder path for --out (e.g. {out.stem}_data)")
-    if verb != "verify":  # a writer: one at a time, and never into a run or sweep folder
-        command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
-        locks.claim_folder(out, "data", "--out", command, f"`data {verb}` would replace its files")
     if verb == "prepare":
         sources, collect_cfg = _collect_cfg(args)
         cfg = P.PrepareConfig(
@@ -264,6 +261,14 @@ def run(args) -> int:
             tokenizer=P.TokenizerConfig(args.tokenizer, args.vocab_size),
             split=P.SplitConfig(args.split_mode, args.val_fraction),
         )  # fmt: skip
+        # Before the lock, which writes --out/.lock: a refused --out (the current folder, a run, the
+        # source itself) is left without a trace.
+        P.check_out(out)
+        P.check_sources_outside(sources, out)
+    if verb != "verify":  # a writer: one at a time, and never into a run or sweep folder
+        command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
+        locks.claim_folder(out, "data", "--out", command, f"`data {verb}` would replace its files")
+    if verb == "prepare":
         report = P.prepare(sources, out, cfg)
     elif verb == "collect":
         report = P.collect(*_collect_cfg(args), out)
@@ -368,9 +373,19 @@ def format_report(verb: str, r: dict) -> str:
     lines.append(f"split      {split['mode']}, val fraction {split['val_fraction']:g}{how}")
     c = st["clean"]
     lines.append(f"collect    {st['collect']['docs']} docs, {_rate(st['collect'])}")
-    dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
+    # Documents are of any size (a paragraph, a file), so a count alone hides how much text went.
+    total = max(c.get("chars_in", 0), 1)
+    dropped = (
+        ", ".join(
+            f"{k} {v}"
+            + (f" ({c['dropped_chars'][k] / total:.0%} of the text)" if "dropped_chars" in c else "")
+            for k, v in c["dropped"].items()
+        )
+        or "none"
+    )
+    kept = f", kept {c['chars_out'] / total:.0%} of the text" if "chars_out" in c else ""
     lines.append(
-        f"clean      {c['docs_in']} -> {c['docs_out']} docs, {_rate(c)}; dropped: {dropped} "
+        f"clean      {c['docs_in']} -> {c['docs_out']} docs{kept}, {_rate(c)}; dropped: {dropped} "
         f"(near-dup threshold {c['near_threshold']})"
     )
     lines.append(format_report("tokenizer", st["tokenizer"]))

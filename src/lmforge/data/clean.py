@@ -74,6 +74,14 @@ class CleanConfig:
     def __post_init__(self) -> None:
         if not 0 < self.near_threshold <= 1:
             raise UserError(f"--near-threshold ({self.near_threshold}) must be in (0, 1]")
+        for flag, value in (
+            ("--max-symbol-ratio", self.max_symbol_ratio),
+            ("--max-dup-line-frac", self.max_dup_line_frac),
+        ):
+            if not 0 <= value <= 1:  # nan would switch the filter off without a word
+                raise UserError(f"{flag} ({value}) must be in [0, 1] (1 turns the filter off)")
+        if self.max_line_chars < 1:
+            raise UserError(f"--max-line-chars ({self.max_line_chars}) must be at least 1")
         if not 0 < self.max_filter_frac <= 1:
             raise UserError(f"--max-filter-frac ({self.max_filter_frac}) must be in (0, 1]")
         if self.min_chars < 0 or self.max_chars <= self.min_chars:

@@ -7,6 +7,7 @@ would trust. A folder is built whole in a sibling temporary folder and swapped i
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -20,12 +21,48 @@ from lmforge.errors import UserError
 DOCS_PER_FILE_BYTES = 256 << 20  # start a new docs_NNNNN.jsonl after this many bytes
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process: not ours to judge
+    return True
+
+
+def remove_stale_temps(final: Path) -> list[str]:
+    """Delete the `.NAME.tmp-PID-*` / `.NAME.old-PID` siblings of `final` left by a killed process.
+
+    Only folders whose PID is no longer running are removed, so a second prepare running at the same
+    time into the same folder keeps its own temporary folder. Returns the names removed."""
+    final = Path(final)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for kind in ("tmp", "old"):
+        for path in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
+            pid = path.name[len(final.name) + len(kind) + 3 :].split("-")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+    return removed
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `final`, on error it is removed."""
+    """Yield a temporary sibling folder; on success it replaces `final`, on error it is removed.
+
+    The temporary name carries the PID (`.NAME.tmp-PID-XXXX`) so that the next run can tell a
+    leftover of a killed process from a folder still being written, and remove only the former."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    remove_stale_temps(final)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-"))
+    # mkdtemp makes the folder private (0700); a data folder gets the usual umask like any mkdir.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
     try:
         yield tmp
     except BaseException:

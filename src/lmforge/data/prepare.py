@@ -366,6 +366,7 @@ def encode(out_dir: Path, split: SplitConfig, shard_tokens: int = 1 << 26) -> di
 
 # --- all four -----------------------------------------------------------------------------------
 DATA_MARKERS = ("prepare_report.json", "sources.json", "raw", "clean", "tokenizer", "shards")
+RUN_MARKERS = ("run.json", "config.json", "ckpt", "metrics.jsonl")  # what a training run folder holds
 
 
 def check_out(out_dir: Path) -> None:
@@ -374,12 +375,41 @@ def check_out(out_dir: Path) -> None:
         raise UserError(
             f"--out '{out_dir}' is a file; pass a folder path for --out (e.g. {out_dir.stem}_data)"
         )
+    here = Path.cwd().resolve()
+    if out_dir.resolve() == here or out_dir.resolve() in here.parents:
+        raise UserError(
+            f"--out '{out_dir}' is the current folder (or holds it); prepare replaces --out whole: "
+            "pass a new folder as --out (e.g. --out data)"
+        )
     if out_dir.is_dir():
+        # prepare replaces the whole folder, so every entry in it must be one prepare itself wrote:
+        # a run folder also has a tokenizer/, and one shared name must not make it look like data.
         entries = [p.name for p in out_dir.iterdir() if not p.name.startswith(".")]
-        if entries and not any(name in DATA_MARKERS for name in entries):
+        foreign = sorted(name for name in entries if name not in DATA_MARKERS)
+        if any(name in RUN_MARKERS for name in entries):
+            raise UserError(
+                f"--out '{out_dir}' is a training run folder, not a data folder; prepare would replace "
+                f"its checkpoints: pass a new or empty folder as --out (e.g. {out_dir.name}_data)"
+            )
+        if foreign:
             raise UserError(
                 f"--out '{out_dir}' already holds files that are not an lmforge data folder "
-                f"({', '.join(sorted(entries)[:3])}); pass a new or empty folder as --out"
+                f"({', '.join(foreign[:3])}); pass a new or empty folder as --out"
+            )
+
+
+def check_sources_outside(sources: list[SourceSpec], out_dir: Path) -> None:
+    """A source folder that is --out (or inside it) would be read back as its own input."""
+    out = out_dir.resolve()
+    for src in sources:
+        path = Path(src.spec)
+        if not path.exists():
+            continue
+        path = path.resolve()
+        if path == out or out in path.parents:
+            raise UserError(
+                f"--source '{src.spec}' is inside --out '{out_dir}', which prepare replaces; "
+                "pass the text the data folder was made from as --source, or another --out"
             )
 
 
@@ -391,6 +421,7 @@ def prepare(sources: list[SourceSpec], out_dir: Path, cfg: PrepareConfig) -> dic
     data folder, or nothing) -- never a mix of two runs."""
     out_dir = Path(out_dir)
     check_out(out_dir)
+    check_sources_outside(sources, out_dir)
     with atomic_dir(out_dir) as tmp:
         report = _prepare_into(sources, tmp, cfg)
         report["out"] = str(out_dir)
@@ -428,6 +459,11 @@ def _prepare_into(sources: list[SourceSpec], out_dir: Path, cfg: PrepareConfig) 
                 "docs_in": clean_report["docs_in"],
                 "docs_out": clean_report["docs_out"],
                 "dropped": {s["name"]: s["dropped"] for s in clean_report["steps"] if s["dropped"]},
+                "dropped_chars": {
+                    s["name"]: s["chars_removed"] for s in clean_report["steps"] if s["dropped"]
+                },
+                "chars_in": clean_report["chars_in"],
+                "chars_out": clean_report["chars_out"],
                 "changed": {s["name"]: s["changed"] for s in clean_report["steps"] if s["changed"]},
                 "near_threshold": cfg.clean.near_threshold,
                 "code_sources": sorted(code),

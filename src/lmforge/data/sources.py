@@ -22,7 +22,10 @@ Text files are .txt / .md, plus the extensions named with `--ext` (e.g. `py,rst`
 as text with the `code` cleaning profile (no web-page filters; see clean.py).
 
 Decisions a user may trip on, each counted in the source's stats (written to sources.json):
-  invalid UTF-8   replaced with U+FFFD, the bad bytes counted (`invalid_utf8_bytes`);
+  invalid UTF-8   replaced with U+FFFD, the bad bytes counted (`invalid_utf8_bytes`); a file (text,
+                  JSONL or CSV) with more bad bytes than good non-ASCII characters is refused, naming
+                  --encoding, which every file kind honours;
+  lmforge output  a data or run folder inside a source folder is skipped (listed), never read back;
   bad jsonl line  a one-line error naming file:line (nothing is silently lost), unless
                   `skip_bad_lines` is set, which skips and counts them (`bad_lines`, first few listed);
   other files     in a folder, files with other extensions or binary content are skipped, each
@@ -38,6 +41,7 @@ import io
 import itertools
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -60,6 +64,7 @@ BREAKS = {  # where a document may end, best first
     "lines": ("\n", " "),
     "file": ("\n\n", "\n\r\n", "\n", " "),
 }
+LMFORGE_MARKERS = ("prepare_report.json", "run.json")  # a folder holding one is lmforge's own output
 MAX_SKIPPED_LISTED = 1000  # skipped files listed by name in sources.json (all are counted)
 
 # Invalid UTF-8 is replaced with U+FFFD and the bad bytes are counted, via a named codec error handler.
@@ -85,8 +90,8 @@ class SourceSpec:
     ext: tuple[str, ...] = ()  # extra extensions read as text with the code profile, e.g. (".py",)
 
     def __post_init__(self) -> None:
-        if not self.weight > 0:
-            raise UserError(f"--weight ({self.weight}) for source '{self.spec}' must be > 0")
+        if not 0 < self.weight < float("inf"):  # inf would make every other source's share 0 (nan)
+            raise UserError(f"--weight ({self.weight}) for source '{self.spec}' must be a number > 0")
         self.ext = tuple(parse_ext(",".join(self.ext)))
 
 
@@ -117,8 +122,11 @@ class CollectConfig:
         if self.doc_chars < 200:
             raise UserError(f"--doc-chars ({self.doc_chars}) must be at least 200")
         try:
-            codecs.lookup(self.encoding)
+            info = codecs.lookup(self.encoding)
         except LookupError:
+            info = None
+        # rot13, base64, zlib ... are codecs too, but they turn bytes into bytes, not into text.
+        if info is None or not getattr(info, "_is_text_encoding", True):
             raise UserError(
                 f"--encoding '{self.encoding}' is not a known text encoding (e.g. latin-1)"
             ) from None
@@ -235,14 +243,20 @@ def _is_binary(path: Path) -> bool:
     try:
         with _open_binary(path) as fh:
             head = fh.read(8192)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UserError(f"'{path}' is a damaged .gz file ({exc}); unpack it again or remove it") from None
     except OSError:
         return True
     return len(head) - len(head.translate(None, _CONTROL_BYTES)) > 0.1 * len(head)
 
 
+def _codec(encoding: str) -> str:
+    """The codec for --encoding: UTF-8 also drops a byte-order mark (files saved by Windows tools)."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
 def _text_blocks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
-    decoder = codecs.getincrementaldecoder(codec)(errors="lmforge.count")
+    decoder = codecs.getincrementaldecoder(_codec(encoding))(errors="lmforge.count")
     with _open_binary(path) as fh:
         while block := fh.read(BLOCK_BYTES):
             yield decoder.decode(block)
@@ -259,15 +273,29 @@ def _text_docs(path: Path, cfg: CollectConfig, stats: SourceStats) -> Iterator[s
         rule = choose_split(first, cfg.doc_chars)
     stats.doc_split[rule] = stats.doc_split.get(rule, 0) + 1
     size = cfg.max_doc_chars if rule == "file" else min(cfg.doc_chars, cfg.max_doc_chars)
-    n_chars = 0
-    for doc in chunk_stream(itertools.chain([first], blocks), size, stats, BREAKS[rule]):
+    yield from _checked_encoding(
+        path, cfg, invalid_before, chunk_stream(itertools.chain([first], blocks), size, stats, BREAKS[rule])
+    )
+
+
+def _checked_encoding(
+    path: Path, cfg: CollectConfig, invalid_before: int, docs: Iterable[str]
+) -> Iterator[str]:
+    """Pass `docs` (all of one file) through; at the end, refuse the file if it is in another encoding."""
+    n_chars = non_ascii = 0
+    for doc in docs:
         n_chars += len(doc)
+        if not doc.isascii():
+            non_ascii += len(doc) - len(doc.encode("ascii", "ignore")) - doc.count("\ufffd")
         yield doc
     invalid = _invalid_bytes[0] - invalid_before
-    if invalid > 16 and invalid > MAX_INVALID_FRAC * n_chars:  # a few stray bytes are replaced and counted
+    # A few stray bytes are replaced and counted. A file whose bad bytes outnumber its good non-ASCII
+    # characters is in another encoding even when it is mostly ASCII (English with a few accents in
+    # Latin-1, a CSV saved by a spreadsheet in cp1252): every accented character would become U+FFFD.
+    if invalid > 16 and (invalid > MAX_INVALID_FRAC * n_chars or invalid > non_ascii):
         raise UserError(
             f"'{path}' is not {cfg.encoding} text ({invalid:,} invalid bytes in {n_chars:,} characters); "
-            "pass its encoding, e.g. --encoding latin-1"
+            "pass its encoding, e.g. --encoding latin-1 (or cp1252 for a spreadsheet's CSV)"
         )
 
 
@@ -296,6 +324,7 @@ def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: Sourc
     # Memory: a record is held as its bytes, then its text, then the parsed value -- each reference
     # dropped as soon as the next exists, so a long record costs a few times its size, and a line
     # over MAX_RECORD_BYTES is never held whole.
+    codec = _codec(cfg.encoding)
     with _open_binary(path) as fh:
         lineno = 0
         while raw := fh.readline(MAX_RECORD_BYTES + 1):
@@ -311,9 +340,9 @@ def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: Sourc
             if raw.isspace():
                 continue
             try:
-                line = raw.decode("utf-8-sig")
+                line = raw.decode(codec)
             except UnicodeDecodeError:
-                line = raw.decode("utf-8-sig", "lmforge.count")
+                line = raw.decode(codec, "lmforge.count")
             raw = b""
             try:
                 obj = json.loads(line)
@@ -332,11 +361,11 @@ def _jsonl_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: Sourc
             value = None
 
 
-def _csv_records(path: Path, src: SourceSpec, stats: SourceStats) -> Iterator[Any]:
+def _csv_records(path: Path, src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[Any]:
     csv.field_size_limit(MAX_RECORD_BYTES)  # a longer field is refused before it is held whole
     with (
         _open_binary(path) as raw,
-        io.TextIOWrapper(raw, "utf-8-sig", errors="lmforge.count", newline="") as fh,
+        io.TextIOWrapper(raw, _codec(cfg.encoding), errors="lmforge.count", newline="") as fh,
     ):
         reader = csv.DictReader(fh)
         try:
@@ -417,10 +446,37 @@ def list_files(root: Path, stats: SourceStats, ext: tuple[str, ...] = ()) -> lis
         if _is_binary(root):
             raise UserError(f"source '{root}' is a binary file, not text; pass --source with a text file")
         return [root]
+    if any((root / name).is_file() for name in LMFORGE_MARKERS):
+        raise UserError(
+            f"--source '{root}' is an lmforge data or run folder, not text; pass as --source the "
+            "files it was made from"
+        )
     files, found, binary = [], Counter(), 0
+    # lmforge's own output inside a source folder (a data folder made with --out under it, or a run)
+    # holds .jsonl documents and logs: read back, they would feed the corpus its own copy.
+    own = sorted(
+        {p.parent for name in LMFORGE_MARKERS for p in root.rglob(name) if p.parent != root},
+        key=lambda p: len(p.parts),
+    )
+    for folder in own:
+        if not any(done in folder.parents for done in own):
+            _skip(
+                stats, str(folder.relative_to(root)) + "/", "an lmforge data or run folder, not source text"
+            )
+    # rglob neither follows links to folders (a loop would never end) nor yields broken links: list
+    # both as skipped, so that no file the user can see in the folder disappears without a word.
+    for link in sorted(p for p in root.rglob("*") if p.is_symlink() and not p.is_file()):
+        rel = link.relative_to(root)
+        if not any(part.startswith(".") for part in rel.parts):
+            why = (
+                "link to a folder, not followed; pass it as its own --source"
+                if link.is_dir()
+                else "broken link"
+            )
+            _skip(stats, str(rel), why)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts) or any(f in path.parents for f in own):
             continue
         kind = _kind(path, ext)
         if kind in ("", ".txt", ".md", "code") and _is_binary(path):
@@ -443,23 +499,36 @@ def list_files(root: Path, stats: SourceStats, ext: tuple[str, ...] = ()) -> lis
 
 def _iter_files(files: list[Path], src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
     for path in files:
-        stats.files += 1
-        kind = _kind(path, src.ext)
-        if kind in (*TEXT_SUFFIXES, "code"):
-            stats.code_files += kind == "code"
-            for doc in _text_docs(path, cfg, stats):
-                if doc.strip():
-                    yield doc
-                else:
-                    stats.empty_docs += 1
-            continue
-        if kind == ".jsonl":
-            records = _jsonl_records(path, src, cfg, stats)
-        elif kind == ".csv":
-            records = _csv_records(path, src, stats)
-        else:
-            records = _parquet_records(path, src)
-        yield from _records_to_docs(records, cfg, stats)
+        try:
+            yield from _iter_file(path, src, cfg, stats)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            # A damaged or cut-off .gz fails deep inside a read: name the file, in one line.
+            raise UserError(f"'{path}' is a damaged .gz file ({exc}); unpack it again or remove it") from None
+        except UnicodeError as exc:  # bad bytes are replaced and counted; this is a codec that gave up
+            raise UserError(
+                f"'{path}' cannot be read as {cfg.encoding} ({exc}); pass its encoding with --encoding"
+            ) from None
+
+
+def _iter_file(path: Path, src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
+    stats.files += 1
+    kind = _kind(path, src.ext)
+    if kind in (*TEXT_SUFFIXES, "code"):
+        stats.code_files += kind == "code"
+        for doc in _text_docs(path, cfg, stats):
+            if doc.strip():
+                yield doc
+            else:
+                stats.empty_docs += 1
+        return
+    invalid_before = _invalid_bytes[0]
+    if kind == ".jsonl":
+        records = _jsonl_records(path, src, cfg, stats)
+    elif kind == ".csv":
+        records = _csv_records(path, src, cfg, stats)
+    else:
+        records = _parquet_records(path, src)
+    yield from _checked_encoding(path, cfg, invalid_before, _records_to_docs(records, cfg, stats))
 
 
 def _iter_hf(src: SourceSpec, cfg: CollectConfig, stats: SourceStats) -> Iterator[str]:
@@ -542,9 +611,15 @@ def empty_source_error(src: SourceSpec, stats: SourceStats, n_sources: int) -> U
     """A source that gave no document is never a silent success: say what was found instead."""
     what = "the corpus is empty: " if n_sources == 1 else ""
     if stats.bad_lines:
+        example = stats.bad_line_examples[0]
+        fix = (
+            "; name the field with the text: --text-field FIELD after this --source"
+            if "no field" in example
+            else "; fix the file, or pass another --source"
+        )
         return UserError(
             f"{what}source '{src.spec}' gave 0 documents: all {stats.bad_lines} lines were skipped as bad "
-            f"(e.g. {stats.bad_line_examples[0]})"
+            f"(e.g. {example}){fix}"
         )
     if stats.empty_docs:
         return UserError(
