@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from lmforge import runs
+from lmforge.data.files import remove_stale_temps
 from lmforge.errors import UserError
 
 
@@ -211,6 +213,13 @@ def _load_hf(path: Path, lm: bool, tmp: Path, seq_len: int | None) -> Backbone:
     )
 
 
-def scratch_dir(parent: Path):
-    """A temporary folder beside the output (same filesystem), removed afterwards."""
-    return tempfile.TemporaryDirectory(prefix=".task-", dir=parent if parent.is_dir() else None)
+def scratch_dir(out_dir: Path):
+    """A temporary folder beside `out_dir` (same filesystem), removed afterwards.
+
+    Named like atomic_dir's (`.OUT.tmp-PID-XXXX`), so that one a killed fine-tune left behind (kill -9
+    runs no cleanup) is removed by the next start on the same --out -- and only once its PID is gone."""
+    out_dir = Path(out_dir)
+    parent = out_dir.parent if out_dir.parent.is_dir() else None
+    if parent is not None:
+        remove_stale_temps(out_dir)
+    return tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=parent)

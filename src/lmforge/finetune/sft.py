@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from lmforge.data.chat_template import CHAT_SPECIALS, SpecialTokenTemplate
 from lmforge.data.tokenizer import add_special_tokens
 from lmforge.errors import UserError
 from lmforge.eval.metrics import bits_per_byte, perplexity
+from lmforge.finetune.backbones import scratch_dir
 from lmforge.finetune.chat_data import read_conversations
 from lmforge.models.registry import MODELS
 from lmforge.train.loop import TrainData, train
@@ -224,9 +224,7 @@ def finetune_sft(
     apply_updates(tree, updates)
     tree["model"].pop("vocab_size", None)
 
-    with tempfile.TemporaryDirectory(
-        prefix=".sft-", dir=out_dir.parent if out_dir.parent.is_dir() else None
-    ) as tmp:
+    with scratch_dir(out_dir) as tmp:  # a killed run's is removed at the next start
         tokenizer = add_special_tokens(base.tokenizer, CHAT_SPECIALS, Path(tmp) / "tokenizer")
         config = build_run_config(tree, tokenizer.vocab_size)
         init = Path(tmp) / "init"

@@ -169,7 +169,7 @@ def finetune_task(
         raise UserError(f"the training data has only the label {labels}; classification needs at least two")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_dir(out_dir.parent) as tmp:
+    with scratch_dir(out_dir) as tmp:
         backbone = load_backbone(backbone_spec, kind == "translate", Path(tmp), seq_len)
         tok = backbone.tokenizer
         pooling = pooling or ("last" if backbone.causal else "first")
