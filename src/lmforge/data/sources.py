@@ -289,10 +289,11 @@ def _checked_encoding(
             non_ascii += len(doc) - len(doc.encode("ascii", "ignore")) - doc.count("\ufffd")
         yield doc
     invalid = _invalid_bytes[0] - invalid_before
-    # A few stray bytes are replaced and counted. A file whose bad bytes outnumber its good non-ASCII
-    # characters is in another encoding even when it is mostly ASCII (English with a few accents in
-    # Latin-1, a CSV saved by a spreadsheet in cp1252): every accented character would become U+FFFD.
-    if invalid > 16 and (invalid > MAX_INVALID_FRAC * n_chars or invalid > non_ascii):
+    # A few stray bytes are replaced and counted, and so is damage inside real UTF-8 (valid accented
+    # characters beside the bad bytes). A file with bad bytes but next to no valid non-ASCII characters
+    # is in another encoding even when it is mostly ASCII (English with a few accents in Latin-1, a CSV
+    # saved by a spreadsheet in cp1252): there every accented character would become U+FFFD.
+    if invalid > 16 and (invalid > MAX_INVALID_FRAC * n_chars or non_ascii * 8 < invalid):
         raise UserError(
             f"'{path}' is not {cfg.encoding} text ({invalid:,} invalid bytes in {n_chars:,} characters); "
             "pass its encoding, e.g. --encoding latin-1 (or cp1252 for a spreadsheet's CSV)"
