@@ -158,7 +158,7 @@ def test_prepare_into_a_run_folder_is_refused_and_the_run_survives(reference, ti
     before = runs.tokenizer_files_hash(out / "tokenizer")
     args = ["data", "prepare", "--source", str(tiny_corpus), "--out", str(out), "--tokenizer", "char"]
     assert main(args) == 2
-    assert "is a run folder; `data prepare` would replace its files" in capsys.readouterr().err
+    assert "is a training run folder, not a data folder" in capsys.readouterr().err
     assert runs.tokenizer_files_hash(out / "tokenizer") == before
     assert runs.load_run(out).checkpoint.name == "step_000030"
 
