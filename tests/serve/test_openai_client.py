@@ -253,6 +253,13 @@ def test_labels_are_accepted_and_change_nothing(served):
     assert labelled.choices[0].message.content == plain
 
 
+def test_an_empty_token_prompt_is_refused_in_the_api_s_terms(served):
+    client, _, name = served
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=name, prompt=[[]], max_tokens=2)
+    assert caught.value.param == "prompt" and "token ids" in caught.value.message
+
+
 def test_wrong_key_is_an_authentication_error(served):
     client, _, name = served
     with pytest.raises(openai.AuthenticationError):
