@@ -384,6 +384,8 @@ def create_app(loaded, config: ServeConfig) -> FastAPI:
         for prompt in body.prompt:
             if isinstance(prompt, str):
                 ids, shown = encode_prompt(tokenizer, prompt), prompt  # the eot in front is never echoed
+            elif not prompt:  # the engine's own message speaks of its Python API, not of this request
+                raise APIError(400, "prompt: an empty list of token ids; give at least one token", "prompt")
             else:
                 ids, shown = list(prompt), tokenizer.decode(prompt) if _in_vocab(prompt, tokenizer) else ""
             prompts.append((ids, shown if body.echo else ""))

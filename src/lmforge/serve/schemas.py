@@ -8,8 +8,8 @@ No field is silently ignored: every field of OpenAI's two request bodies is decl
 implemented or refused with a 400 that names it (`UNSUPPORTED`), and a field OpenAI does not define
 is refused the same way (`extra="forbid"`), so a client never believes a setting took effect when it
 did not. A few fields that only label a request for OpenAI's own bookkeeping (`user`, `metadata`,
-`store`, `service_tier`) are accepted and have no effect. `ignore_eos` is an extension (as in vLLM)
-for benchmarks: generate exactly `max_tokens` tokens.
+`store`, `service_tier`, `safety_identifier`, `prompt_cache_key`) are accepted and have no effect.
+`ignore_eos` is an extension (as in vLLM) for benchmarks: generate exactly `max_tokens` tokens.
 
 Strings are checked for lone surrogates (valid JSON, not valid Unicode): they cannot be tokenized or
 written back, so they are a 400 here rather than a 500 deep inside.
@@ -42,6 +42,10 @@ UNSUPPORTED = {
     "prediction": "predicted outputs are not supported",
     "reasoning_effort": "this model has no reasoning settings",
     "web_search_options": "web search is not supported",
+    "verbosity": "this model has no verbosity setting",
+    "moderation": "moderation is not run on requests or answers",
+    "prompt_cache_options": "there is no prompt cache to configure",
+    "prompt_cache_retention": "there is no prompt cache to configure",
 }
 
 
@@ -86,6 +90,10 @@ class Params(BaseModel):
     prediction: Any = None
     reasoning_effort: Any = None
     web_search_options: Any = None
+    verbosity: Any = None
+    moderation: Any = None
+    prompt_cache_options: Any = None
+    prompt_cache_retention: Any = None
 
     @field_validator(*UNSUPPORTED)
     @classmethod
@@ -150,6 +158,8 @@ class ChatRequest(Params):
     metadata: dict[str, Text] | None = None  # no effect
     store: bool | None = None  # no effect: nothing is stored
     service_tier: Text | None = None  # no effect
+    safety_identifier: Text | None = None  # no effect (OpenAI's abuse monitoring label, after `user`)
+    prompt_cache_key: Text | None = None  # no effect (a label OpenAI routes its cache by)
 
     def wanted_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
