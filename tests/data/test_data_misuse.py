@@ -219,3 +219,17 @@ def test_hostile_option_values_are_one_line(tmp_path, capsys, flag, value, needl
     (tmp_path / "a.txt").write_text(prose(30))
     fails(capsys, ["--source", str(tmp_path / "a.txt"), flag, value, "--out", str(tmp_path / "d")], needle)
     assert not (tmp_path / "d").exists()
+
+
+def test_a_rerun_keeps_hidden_files_it_did_not_write(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text(prose(5))
+    out = tmp_path / "d"
+    argv = ["--source", str(tmp_path / "a.txt"), "--out", str(out)]
+    assert main(["data", "prepare", *argv]) == 0
+    assert main(["data", "prepare", *argv]) == 0  # its own .lock does not block a rerun
+    capsys.readouterr()
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    before = _snapshot(out)
+    fails(capsys, argv, ".git", "new or empty folder")
+    assert _snapshot(out) == before

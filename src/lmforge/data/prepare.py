@@ -369,6 +369,10 @@ DATA_MARKERS = ("prepare_report.json", "sources.json", "raw", "clean", "tokenize
 RUN_MARKERS = ("run.json", "config.json", "ckpt", "metrics.jsonl")  # what a training run folder holds
 
 
+def _owned_hidden(name: str) -> bool:
+    return name in (".lock", ".DS_Store") or name.startswith(".tmp-")
+
+
 def check_out(out_dir: Path) -> None:
     """--out must be a new folder, an empty one, or an earlier data folder (which prepare replaces)."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -384,7 +388,9 @@ def check_out(out_dir: Path) -> None:
     if out_dir.is_dir():
         # prepare replaces the whole folder, so every entry in it must be one prepare itself wrote:
         # a run folder also has a tokenizer/, and one shared name must not make it look like data.
-        entries = [p.name for p in out_dir.iterdir() if not p.name.startswith(".")]
+        # Hidden entries count too (a `.git/` must not vanish with the old data); only the lock, the
+        # temporaries and Finder's litter are prepare's to drop.
+        entries = [p.name for p in out_dir.iterdir() if not _owned_hidden(p.name)]
         foreign = sorted(name for name in entries if name not in DATA_MARKERS)
         if any(name in RUN_MARKERS for name in entries):
             raise UserError(
