@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -94,6 +95,15 @@ def say(message: str) -> None:
     print(f"[docs {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def _say_lmforge() -> None:
+    """lmforge's own messages (a sweep's one line per trial) printed like `say`'s."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[docs %(asctime)s] %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("lmforge")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 # --- cache helpers -------------------------------------------------------------------------------
 def _key_matches(folder: Path, key: dict) -> bool:
     marker = folder / "guide-key.json"
@@ -129,7 +139,7 @@ def prepare_data(folder: Path, specs: list[str], tokenizer: str, cache_dir: Path
 
 def train_run(folder: Path, data_dir: Path, preset: str | None, overrides: dict, threads: int) -> dict:
     """Train (cached by settings + data) and return the result with the run's metrics."""
-    from lmforge import presets, runs
+    from lmforge import logs, presets, runs
     from lmforge.config import load_config
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.train.loop import train
@@ -143,7 +153,8 @@ def train_run(folder: Path, data_dir: Path, preset: str | None, overrides: dict,
         preset_path = presets.path(preset) if preset else None
         config = load_config(preset_path, {**overrides, "train.threads": threads}, vocab)
         start = time.perf_counter()
-        result = train(config, data_dir, folder, progress=False, log=lambda _m: None)
+        with logs.silenced("lmforge.train"):
+            result = train(config, data_dir, folder, progress=False)
         summary = {
             "steps": result.steps,
             "tokens": result.tokens,
@@ -579,7 +590,7 @@ def step_evaluation(cache: Path, threads: int, figures) -> dict:
     ) != json.loads(spec.to_json()):
         shutil.rmtree(sweep_dir)
     say(f"sweep: {spec.n_trials} trials of {SWEEP_STEPS} steps -> {sweep_dir}")
-    run_sweep(spec, sweep_dir, resume=True, log=say)
+    run_sweep(spec, sweep_dir, resume=True)  # its per-trial lines arrive through _say_lmforge()
     import csv
 
     with open(sweep_dir / "results.csv", encoding="utf-8") as handle:
@@ -742,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--render-only", action="store_true", help="re-render pages from results.json")
     args = parser.parse_args(argv)
+    _say_lmforge()
     if args.render_only:
         pages = render_all(json.loads(RESULTS.read_text(encoding="utf-8")))
         say(f"rendered {len(pages)} pages")

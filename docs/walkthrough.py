@@ -130,7 +130,7 @@ def step_train(config, data_dir: Path, run_dir: Path, tiny: bool) -> dict:
     from lmforge.train.loop import train
 
     heading(3, f"training: {config.train.max_steps} steps of {config.optim.name}, cross-entropy")
-    result = train(config, data_dir, run_dir, progress=not tiny, log=print)
+    result = train(config, data_dir, run_dir, progress=not tiny)
     if result.stopped_by in ("SIGINT", "SIGTERM"):
         raise SystemExit(f"training stopped by {result.stopped_by}; run the walkthrough again to redo it")
     losses = [r["train/loss"] for r in runs.read_metrics(run_dir) if "train/loss" in r]
@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default 200, tiny 30)")
     parser.add_argument("--prompt", default="Ham.\n", help="prompt for the samples")
     args = parser.parse_args(argv)
+    from lmforge import logs
+
+    logs.configure()  # the training messages print as the `lmforge train` verb prints them
     settings = TINY if args.tiny else FULL
     out = Path(args.out)
     data_dir, run_dir = out / "data", out / "run"

@@ -21,15 +21,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import shutil
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 # The prefix of files and folders being written inside a run folder; a start removes any left by a
@@ -39,10 +41,6 @@ MAX_LINE_BYTES = 16 << 20  # longest log line read back; longer ones are skipped
 
 # The errors of a write the machine refused (not a bug): disk full, file-size limit, read-only.
 WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS})
-
-
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def write_error(path: str | Path, exc: BaseException) -> UserError:
@@ -155,11 +153,11 @@ def read_json_object(path: str | Path, fix: str = "") -> dict:
     return value
 
 
-def iter_jsonl(path: str | Path, warn: Callable[[str], None] | None = _warn) -> Iterator[dict]:
+def iter_jsonl(path: str | Path, quiet: bool = False) -> Iterator[dict]:
     """The JSON objects of a JSONL log, one line at a time (memory bounded by MAX_LINE_BYTES).
 
     A line that is cut short, not UTF-8, not JSON or not an object is skipped with one warning
-    (`warn=None`: silently), so a crash in the middle of a write never blocks reading the rest.
+    (`quiet`: silently), so a crash in the middle of a write never blocks reading the rest.
     """
     path = Path(path)
     bad = 0
@@ -184,8 +182,8 @@ def iter_jsonl(path: str | Path, warn: Callable[[str], None] | None = _warn) -> 
                 bad += 1
                 continue
             yield record
-    if bad and warn is not None:
-        warn(f"warning: skipped {bad} damaged or half-written line(s) in {path}")
+    if bad and not quiet:
+        logger.warning(f"warning: skipped {bad} damaged or half-written line(s) in {path}")
 
 
 def remove_temporaries(folder: str | Path, recursive_into: tuple[str, ...] = ("ckpt",)) -> list[str]:

@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ from safetensors.torch import load_file, save_file
 from lmforge import __version__, io
 from lmforge.config import RunConfig, run_config_from_dict
 from lmforge.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^step_(\d{6,})$")
 CKPT_FORMAT = 1
@@ -93,41 +95,34 @@ def tokenizer_files_hash(tokenizer_dir: str | Path) -> str:
 
 # --- optimizer state <-> (tensors, JSON) -------------------------------------------------------
 
+OPTIM_LAYOUT = "by-name"  # optim_state.py: flat, keyed by parameter name, whatever the topology
 
-def optimizer_state_to_flat(
-    optimizers: list[torch.optim.Optimizer], states: list[dict] | None = None
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split optimizer state dicts into a flat tensor dict (for safetensors) and a JSON-able rest.
 
-    `states`: the optimizers' state dicts when the caller already gathered them (sharded training).
-    """
-    tensors: dict[str, torch.Tensor] = {}
-    rest: dict[str, Any] = {"optimizers": []}
-    for i, opt in enumerate(optimizers):
-        state = states[i] if states is not None else opt.state_dict()
-        scalars: dict[str, dict[str, Any]] = {}
-        for param_id, entries in state["state"].items():
-            for name, value in entries.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"{i}.{param_id}.{name}"] = value.detach().cpu().contiguous()
-                else:
-                    scalars.setdefault(str(param_id), {})[name] = value
-        groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
-        rest["optimizers"].append({"type": type(opt).__name__, "param_groups": groups, "scalars": scalars})
-    rest["tensor_keys"] = sorted(tensors)  # so a load can tell a missing tensor from a fresh optimizer
+def optimizer_files(optimizers: list[torch.optim.Optimizer], flat: dict[str, Any]) -> tuple[dict, dict]:
+    """The flat optimizer state split into tensors (optim.safetensors) and the JSON-able rest (optim.json)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in flat.items() if isinstance(v, torch.Tensor)}
+    rest = {
+        "layout": OPTIM_LAYOUT,
+        "types": [type(opt).__name__ for opt in optimizers],
+        "values": {k: v for k, v in flat.items() if not isinstance(v, torch.Tensor)},
+        "tensor_keys": sorted(tensors),  # so a load can tell a missing tensor from a fresh optimizer
+    }
     return tensors, rest
 
 
-def optimizer_state_from_flat(
-    optimizers: list[torch.optim.Optimizer], tensors: dict[str, torch.Tensor], rest: dict, load=None
-) -> None:
-    """Load saved state into `optimizers`; `load(index, optimizer, state_dict)` replaces
-    `optimizer.load_state_dict(state_dict)` (sharded training loads through torch.distributed)."""
-    saved = rest.get("optimizers", [])
-    if len(saved) != len(optimizers) or any(
-        s["type"] != type(o).__name__ for s, o in zip(saved, optimizers, strict=False)
-    ):
-        kinds = [s.get("type") for s in saved]
+def optimizer_state_from_files(
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    tensors: dict[str, torch.Tensor],
+    rest: dict,
+) -> dict[str, Any]:
+    """The flat state optim.safetensors + optim.json hold (an earlier checkpoint's layout converted),
+    after checking it is for these optimizers and has every tensor it lists."""
+    from lmforge import optim_state
+
+    old = rest.get("layout") != OPTIM_LAYOUT  # before the by-name layout: one entry per optimizer
+    kinds = [s.get("type") for s in rest.get("optimizers", [])] if old else rest.get("types", [])
+    if kinds != [type(o).__name__ for o in optimizers]:
         raise UserError(
             f"checkpoint optimizer state is for {kinds}, not {[type(o).__name__ for o in optimizers]}; "
             "resume with the optimizer the run was started with (optim.name)"
@@ -138,19 +133,9 @@ def optimizer_state_from_flat(
             f"checkpoint is missing a required piece of state: optimizer tensor '{missing[0]}' "
             f"({len(missing)} missing from optim.safetensors)"
         )
-    for i, (opt, entry) in enumerate(zip(optimizers, saved, strict=True)):
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            opt_idx, param_id, name = key.split(".", 2)
-            if int(opt_idx) == i:
-                state.setdefault(int(param_id), {})[name] = value
-        for param_id, names in entry["scalars"].items():
-            state.setdefault(int(param_id), {}).update(names)
-        state_dict = {"state": state, "param_groups": entry["param_groups"]}
-        if load is None:
-            opt.load_state_dict(state_dict)
-        else:
-            load(i, opt, state_dict)
+    if old:
+        return optim_state.from_position_layout(model, optimizers, tensors, rest)
+    return {**rest["values"], **tensors}
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -231,14 +216,17 @@ def save_checkpoint(
     optimizers: list[torch.optim.Optimizer],
     meta: dict,
     fault_hook=None,
-    gathered: tuple[dict, list[dict]] | None = None,
+    gathered: tuple[dict | None, dict] | None = None,
 ) -> Path:
     """Write ckpt/step_NNNNNN atomically. `fault_hook(point)` lets tests inject crashes at exact points.
 
-    `gathered`: (model state dict, optimizer state dicts) already assembled from shards (FSDP); the
-    files are the same as a single process writes, so any process count can resume from them.
+    `gathered`: (the full model state dict, or None for the model's own; the flat optimizer state)
+    already assembled by every rank (DDP, FSDP); the files are the same as a single process writes,
+    so any process count can resume from them.
     """
     from safetensors.torch import save_model
+
+    from lmforge import optim_state
 
     ckpt_root = Path(run_dir) / "ckpt"
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -248,11 +236,12 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        if gathered is None:
+        model_state, flat = gathered or (None, optim_state.gather(unwrap(model), optimizers))
+        if model_state is None:
             save_model(unwrap(model), str(tmp / "model.safetensors"))
         else:
-            save_file({k: v.contiguous() for k, v in gathered[0].items()}, str(tmp / "model.safetensors"))
-        tensors, rest = optimizer_state_to_flat(optimizers, gathered[1] if gathered else None)
+            save_file({k: v.contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+        tensors, rest = optimizer_files(optimizers, flat)
         save_file(tensors, str(tmp / "optim.safetensors"))
         (tmp / "optim.json").write_text(json.dumps(rest), encoding="utf-8")
         save_file(rng_state(), str(tmp / "rng.safetensors"))
@@ -309,12 +298,8 @@ def prune_checkpoints(run_dir: Path, keep_last: int, best_step: int | None) -> N
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-def find_latest_good(run_dir: Path, log=_warn) -> Checkpoint | None:
-    """Newest checkpoint that verifies; damaged ones are reported and skipped.
+def find_latest_good(run_dir: Path, quiet: bool = False) -> Checkpoint | None:
+    """Newest checkpoint that verifies; damaged ones are reported (unless `quiet`) and skipped.
 
     A checkpoint that vanishes while it is read was pruned by a training process that saved a newer
     one meanwhile: look again rather than report it damaged (readers never block the writer).
@@ -331,7 +316,8 @@ def find_latest_good(run_dir: Path, log=_warn) -> Checkpoint | None:
             if not path.is_dir():
                 break  # pruned under us: list again
             if problem:
-                log(f"warning: skipping damaged checkpoint {problem}")
+                if not quiet:
+                    logger.warning(f"warning: skipping damaged checkpoint {problem}")
                 continue
             return Checkpoint(path=path, step=step, meta=meta)
         else:
@@ -359,8 +345,12 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
         )
 
 
-def load_training_state(path: Path, optimizers: list[torch.optim.Optimizer], load=None) -> None:
-    """Optimizer and RNG state from a verified checkpoint folder."""
+def load_training_state(path: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
+    """Optimizer and RNG state from a verified checkpoint folder (every rank calls it, under DDP and
+    FSDP alike)."""
+    from lmforge import optim_state
+
+    model = unwrap(model)
     try:
         tensors = load_file(str(path / "optim.safetensors"))
         rest = json.loads((path / "optim.json").read_text(encoding="utf-8"))
@@ -368,7 +358,7 @@ def load_training_state(path: Path, optimizers: list[torch.optim.Optimizer], loa
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"checkpoint {path.name} state is unreadable: {exc}") from None
     try:
-        optimizer_state_from_flat(optimizers, tensors, rest, load)
+        optim_state.restore(model, optimizers, optimizer_state_from_files(model, optimizers, tensors, rest))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(
             f"checkpoint {path.name} optimizer state (optim.json) is incomplete or malformed: {exc!r}"
@@ -402,12 +392,12 @@ def append_metrics(run_dir: Path, record: dict) -> None:
     io.append_line(Path(run_dir) / "metrics.jsonl", json.dumps(record))
 
 
-def read_metrics(run_dir: Path, log=_warn) -> list[dict]:
+def read_metrics(run_dir: Path, quiet: bool = False) -> list[dict]:
     """The records of metrics.jsonl; lines cut short by a crash or damaged are skipped with a warning."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return list(io.iter_jsonl(path, warn=log))
+    return list(io.iter_jsonl(path, quiet=quiet))
 
 
 def truncate_metrics(run_dir: Path, after_step: int) -> None:
@@ -483,7 +473,9 @@ def check_run_tokenizer(run_dir: Path, info: dict, tokenizer, ckpt_meta: dict | 
             )
 
 
-def load_run(run_dir: str | Path, step: int | None = None, device: str = "cpu", log=_warn) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, step: int | None = None, device: str = "cpu", quiet: bool = False
+) -> LoadedRun:
     """The run's model (eval mode) from its newest good checkpoint (or `step`), with its tokenizer."""
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.models.registry import MODELS
@@ -499,7 +491,7 @@ def load_run(run_dir: str | Path, step: int | None = None, device: str = "cpu", 
     info = read_run_info(run_dir)
     for _ in range(20):  # a checkpoint pruned between finding and reading it: find the newer one
         if step is None:
-            ckpt = find_latest_good(run_dir, log=log)
+            ckpt = find_latest_good(run_dir, quiet=quiet)
             if ckpt is None:
                 raise UserError(f"run '{run_dir}' has no usable checkpoint yet; train it (or resume) first")
         else:

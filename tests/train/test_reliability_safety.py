@@ -128,7 +128,7 @@ _PROBE = textwrap.dedent(
             if (case / "model.safetensors").exists():
                 runs.load_model_weights(model, case)
             else:
-                runs.load_training_state(case, optimizers)
+                runs.load_training_state(case, model, optimizers)
         except UserError as exc:
             error = str(exc)
         report[case.name] = {"error": error, "seconds": time.perf_counter() - start}

@@ -17,7 +17,7 @@ import importlib
 import signal
 import sys
 
-from lmforge import __version__, io, locks
+from lmforge import __version__, io, locks, logs
 from lmforge.errors import UserError
 
 # Verb modules, imported lazily so that `lmforge --help` does not pay for `import torch`.
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # Under --json stdout holds the one JSON answer, so progress messages go to stderr.
+    logs.configure(info_to_stderr=bool(getattr(args, "json", False)))
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

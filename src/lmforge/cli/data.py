@@ -214,15 +214,17 @@ def run_tasks(args) -> int:
     return 0
 
 
-def _collect_cfg(args):
+# --- the data configs, each built from the flags in one place (cli/options.config_from_flags) ---
+
+
+def collect_config(args):
+    """The sources (SourceSpec, one per --source with its own options) and the CollectConfig."""
+    from lmforge.cli.options import config_from_flags
     from lmforge.data.builtin import default_cache_dir
     from lmforge.data.sources import CollectConfig, SourceSpec
 
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(os.environ)
-    cfg = CollectConfig(
-        max_doc_chars=args.max_doc_chars, doc_split=args.doc_split, doc_chars=args.doc_chars,
-        encoding=args.encoding, skip_bad_lines=args.skip_bad_lines, cache_dir=cache,
-    )  # fmt: skip
+    cfg = config_from_flags(CollectConfig, args, cache_dir=cache)
     sources = []
     for item in args.sources:
         opts = {"weight": 1.0, "text_field": "text", "ext": ""} | (args.source_defaults or {}) | item
@@ -235,15 +237,26 @@ def _collect_cfg(args):
     return sources, cfg
 
 
-def _clean_cfg(args):
+def clean_config(args):
+    from lmforge.cli.options import config_from_flags
     from lmforge.data.clean import CleanConfig
 
-    return CleanConfig(
-        min_chars=args.min_chars, max_chars=args.max_chars, max_line_chars=args.max_line_chars,
-        max_symbol_ratio=args.max_symbol_ratio, max_dup_line_frac=args.max_dup_line_frac,
-        near_threshold=args.near_threshold, exact_dedup=not args.no_dedup, near_dedup=not args.no_dedup,
-        max_filter_frac=args.max_filter_frac,
-    )  # fmt: skip
+    dedup = not args.no_dedup
+    return config_from_flags(CleanConfig, args, exact_dedup=dedup, near_dedup=dedup)
+
+
+def tokenizer_config(args):
+    from lmforge.cli.options import config_from_flags
+    from lmforge.data.prepare import TokenizerConfig
+
+    return config_from_flags(TokenizerConfig, args, {"kind": "tokenizer"})
+
+
+def split_config(args):
+    from lmforge.cli.options import config_from_flags
+    from lmforge.data.prepare import SplitConfig
+
+    return config_from_flags(SplitConfig, args, {"mode": "split_mode"})
 
 
 def run(args) -> int:
@@ -255,12 +268,8 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; pass a folder path for --out (e.g. {out.stem}_data)")
     if verb == "prepare":
-        sources, collect_cfg = _collect_cfg(args)
-        cfg = P.PrepareConfig(
-            collect=collect_cfg, clean=_clean_cfg(args),
-            tokenizer=P.TokenizerConfig(args.tokenizer, args.vocab_size),
-            split=P.SplitConfig(args.split_mode, args.val_fraction),
-        )  # fmt: skip
+        sources, collect_cfg = collect_config(args)
+        cfg = P.PrepareConfig(collect_cfg, clean_config(args), tokenizer_config(args), split_config(args))
         # Before the lock, which writes --out/.lock: a refused --out (the current folder, a run, the
         # source itself) is left without a trace.
         P.check_out(out)
@@ -271,14 +280,13 @@ def run(args) -> int:
     if verb == "prepare":
         report = P.prepare(sources, out, cfg)
     elif verb == "collect":
-        report = P.collect(*_collect_cfg(args), out)
+        report = P.collect(*collect_config(args), out)
     elif verb == "clean":
-        report = P.clean(out, _clean_cfg(args))
+        report = P.clean(out, clean_config(args))
     elif verb == "tokenizer":
-        split = P.SplitConfig(args.split_mode, args.val_fraction)
-        report = P.build_tokenizer(out, P.TokenizerConfig(args.tokenizer, args.vocab_size), split)
+        report = P.build_tokenizer(out, tokenizer_config(args), split_config(args))
     elif verb == "encode":
-        report = P.encode(out, P.SplitConfig(args.split_mode, args.val_fraction), args.shard_tokens)
+        report = P.encode(out, split_config(args), args.shard_tokens)
     else:
         report = _verify(out)
     print(json.dumps(report) if args.json else format_report(verb, report))

@@ -14,9 +14,43 @@ import sys
 from lmforge.cli.options import add_config_flags
 from lmforge.errors import UserError
 
+# The flags of the classic tasks: each is the finetune_task keyword of the same name and, where one
+# exists, a shortcut for a model.* setting -- checked against that setting's range (config.RANGES),
+# with the flag named in the error.
+TASK_FLAGS: dict[str, str | None] = {
+    "lora_rank": "model.lora_rank",
+    "lora_alpha": "model.lora_alpha",
+    "seq_len": "model.seq_len",
+    "freeze_backbone": None,
+    "pooling": None,
+    "subtoken": None,
+    "unit": None,
+    "from_scratch": None,
+}
 
-def _log(args: argparse.Namespace):
-    return (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+
+def common_settings(args: argparse.Namespace) -> dict:
+    """The keywords every task's fine-tuning takes, from the flags every task has."""
+    return {
+        "val_spec": args.val,
+        "max_steps": args.max_steps,
+        "overrides": args.overrides,
+        "resume": args.resume,
+        "progress": not args.no_progress and not args.json,
+    }
+
+
+def task_settings(args: argparse.Namespace) -> dict:
+    """finetune_task's keywords from the TASK_FLAGS, each range-checked once (config.check_value)."""
+    from lmforge.config import check_value
+
+    settings = {}
+    for name, key in TASK_FLAGS.items():
+        value = getattr(args, name)
+        if key is not None and value is not None:
+            check_value("--" + name.replace("_", "-"), value, key)
+        settings[name] = value
+    return settings
 
 
 def run_sft(args: argparse.Namespace):
@@ -24,18 +58,7 @@ def run_sft(args: argparse.Namespace):
 
     if not args.train:
         raise UserError("--task sft needs --train FILE.jsonl (or hf:NAME) with conversations")
-    result = finetune_sft(
-        args.run_dir,
-        args.train,
-        args.out,
-        val_spec=args.val,
-        max_steps=args.max_steps,
-        overrides=args.overrides,
-        resume=args.resume,
-        progress=not args.no_progress and not args.json,
-        log=_log(args),
-    )
-    return result, {}
+    return finetune_sft(args.run_dir, args.train, args.out, **common_settings(args)), {}
 
 
 def run_task(args: argparse.Namespace):
@@ -43,27 +66,8 @@ def run_task(args: argparse.Namespace):
 
     if not args.train:
         raise UserError(f"--task {args.task} needs --train FILE (.jsonl / .csv) or hf:NAME")
-    if args.lora_rank < 0:
-        raise UserError(f"--lora-rank ({args.lora_rank}) must be >= 0 (0 = full fine-tuning)")
     return finetune_task(
-        args.run_dir,
-        args.task,
-        args.train,
-        args.out,
-        val_spec=args.val,
-        max_steps=args.max_steps,
-        overrides=args.overrides,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        freeze_backbone=args.freeze_backbone,
-        pooling=args.pooling,
-        subtoken=args.subtoken,
-        unit=args.unit,
-        seq_len=args.seq_len,
-        from_scratch=args.from_scratch,
-        resume=args.resume,
-        progress=not args.no_progress and not args.json,
-        log=_log(args),
+        args.run_dir, args.task, args.train, args.out, **common_settings(args), **task_settings(args)
     )
 
 

@@ -78,3 +78,21 @@ def config_updates(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None and value is not False:
             updates[key] = value
     return updates
+
+
+def config_from_flags(cls: type, args: argparse.Namespace, renamed: dict[str, str] | None = None, **values):
+    """The config dataclass `cls` built from a verb's parsed flags, in one place for every verb.
+
+    Each field takes `values[field]` when given, else the flag of the same name (or `renamed[field]`,
+    the argparse dest of a flag named otherwise, e.g. SplitConfig.mode <- --split), else its default.
+    The dataclass's `__post_init__` validates, so a value is checked the same way however it came.
+    """
+    renamed = renamed or {}
+    kwargs: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        dest = renamed.get(field.name, field.name)
+        if field.name in values:
+            kwargs[field.name] = values[field.name]
+        elif hasattr(args, dest):
+            kwargs[field.name] = getattr(args, dest)
+    return cls(**kwargs)

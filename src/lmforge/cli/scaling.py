@@ -32,13 +32,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import json
-    import sys
 
     from lmforge.cli.train import resolve_preset
     from lmforge.config import parse_override
     from lmforge.tune.scaling import run_scaling
 
-    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     summary = run_scaling(
         args.data,
         args.out,
@@ -47,7 +45,6 @@ def run(args) -> int:
         target=args.target,
         preset_path=resolve_preset(args.config),
         overrides=dict(parse_override(o) for o in args.overrides),
-        log=log,
     )
     if args.json:
         print(json.dumps(summary))

@@ -37,8 +37,7 @@ def run(args) -> int:
     if args.n_trials is not None:
         tree["n_trials"] = args.n_trials
     spec = parse_sweep(tree)
-    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
-    summary = run_sweep(spec, args.out, resume=args.resume, preset_path=resolve_preset(spec.preset), log=log)
+    summary = run_sweep(spec, args.out, resume=args.resume, preset_path=resolve_preset(spec.preset))
     if args.json:
         print(json.dumps(summary, default=str))
     else:

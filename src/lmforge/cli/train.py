@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from lmforge import io, locks
 from lmforge.cli.options import add_config_flags
 from lmforge.errors import UserError
 from lmforge.memory import check_fits
+
+logger = logging.getLogger(__name__)
 
 # Test-only fault injection at exact points (the spec's grammar: lmforge/train/faults.py).
 FAULT_ENV = "LMFORGE_FAULT"
@@ -153,19 +156,18 @@ def run(args) -> int:
             f"`lmforge data prepare --source YOUR_TEXT --out {data_dir}`"
         )
     check_out_folder(data_dir, Path(args.out), args.resume)
-    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     command = " ".join(["lmforge", *(sys.argv[1:] if args.argv is None else args.argv)])
     lock = locks.holding(args.out, "--out", command) if dist_info.is_main else contextlib.nullcontext()
     with lock:
         if dist_info.is_main:
             for name in io.remove_temporaries(args.out):  # left by a process stopped mid-write
                 what = "checkpoint" if name.startswith("ckpt/") else "file"
-                log(f"removed unfinished {what} {name.rpartition('/')[2]}")
+                logger.info(f"removed unfinished {what} {name.rpartition('/')[2]}")
         tokenizer = load_tokenizer(data_dir / "tokenizer")
         config = build_config(args, tokenizer.vocab_size)
         if config.train.device != "cuda":
             check_fits(config)
-        return _train(args, config, data_dir, tokenizer, dist_info, log)
+        return _train(args, config, data_dir, tokenizer, dist_info)
 
 
 def check_out_folder(data_dir: Path, out: Path, resume: bool) -> None:
@@ -192,7 +194,7 @@ def check_out_folder(data_dir: Path, out: Path, resume: bool) -> None:
         runs.read_run_info(out)
 
 
-def _train(args, config, data_dir: Path, tokenizer, dist_info, log) -> int:
+def _train(args, config, data_dir: Path, tokenizer, dist_info) -> int:
     from lmforge import dist
     from lmforge.train.loop import train
 
@@ -204,7 +206,6 @@ def _train(args, config, data_dir: Path, tokenizer, dist_info, log) -> int:
             resume=args.resume,
             allow_data_change=args.allow_data_change,
             progress=not args.no_progress and not args.json,
-            log=log,
             sample_fn=make_sampler(tokenizer, config.train.sample_tokens, config.train.seed),
             faults=faults_from_env(),
             dist_info=dist_info,

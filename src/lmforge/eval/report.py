@@ -56,7 +56,7 @@ def summarize(run_dir: Path) -> dict:
     config = runs.read_run_config(run_dir)  # UserError for a folder that is not a run
     records = runs.read_metrics(run_dir)
     train, val = split_records(records)
-    ckpt = runs.find_latest_good(run_dir, log=lambda _msg: None)
+    ckpt = runs.find_latest_good(run_dir, quiet=True)
     meta = ckpt.meta if ckpt else {}
     info = runs.read_run_info(run_dir)
     data_dir = Path(info.get("data_dir", config.data.path or ""))
@@ -188,7 +188,7 @@ def run_report(
     out_dir = Path(out_dir) if out_dir else run_dir
     if (run_dir / "task.json").is_file():
         return task_report(run_dir, s, out_dir)
-    loaded = runs.load_run(run_dir, log=lambda _msg: None)
+    loaded = runs.load_run(run_dir, quiet=True)
     plots = plot_curves([(s["name"], s["records"], s["bytes_per_token"])], out_dir)
     config, model = loaded.config, loaded.model
     tok_meta = _read_json(run_dir / "tokenizer" / "meta.json")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ from lmforge.finetune.chat_data import read_conversations
 from lmforge.models.registry import MODELS
 from lmforge.train.loop import TrainData, train
 from lmforge.train.resume import run_settings
+
+logger = logging.getLogger(__name__)
 
 # Fine-tuning is short: defaults below the user's key=value overrides, above the base run's config.
 SFT_DEFAULTS = {
@@ -137,9 +140,7 @@ def evaluate_rows(model, x, y, token_bytes, max_tokens, batch_size, device, auto
     return {"loss": loss, "perplexity": perplexity(loss), "bpb": bpb, "accuracy": correct / max(1, n_tokens)}
 
 
-def chat_data(
-    tokenizer, tokenizer_dir: Path, train_convs, val_convs, seq_len: int, seed: int, log
-) -> TrainData:
+def chat_data(tokenizer, tokenizer_dir: Path, train_convs, val_convs, seq_len: int, seed: int) -> TrainData:
     """Conversations as TrainData for `train()`: packed rows, masked targets, val on assistant tokens."""
     template = SpecialTokenTemplate(tokenizer)
     order = np.random.Generator(np.random.PCG64(seed)).permutation(len(train_convs))
@@ -148,10 +149,10 @@ def chat_data(
     )
     val_x, val_y, _ = pack([template.conversation(c) for c in val_convs], seq_len, tokenizer.eot_id)
     if cut:
-        log(f"note: {cut} conversation(s) longer than the context ({seq_len + 1} tokens) were cut")
+        logger.info(f"note: {cut} conversation(s) longer than the context ({seq_len + 1} tokens) were cut")
     if not (train_y >= 0).any():
         raise UserError("no assistant tokens to learn from after packing; check the conversations")
-    log(
+    logger.info(
         f"sft: {len(train_convs)} train / {len(val_convs)} val conversations -> {len(train_x)} rows "
         f"of {seq_len} tokens, {int((train_y >= 0).sum()):,} learned targets"
     )
@@ -196,7 +197,6 @@ def finetune_sft(
     overrides: list[str] = (),
     resume: bool = False,
     progress: bool = True,
-    log=print,
 ):
     """Fine-tune BASE_RUN on conversations into OUT_DIR (a new run); returns the TrainResult."""
     base = runs.load_run(base_run)
@@ -210,7 +210,7 @@ def finetune_sft(
         val_convs = train_convs[19::20]
         train_convs = [c for i, c in enumerate(train_convs) if i % 20 != 19]
     else:
-        log("note: fewer than 20 conversations and no --val: validating on the training set")
+        logger.info("note: fewer than 20 conversations and no --val: validating on the training set")
         val_convs = train_convs
 
     tree: dict = {}
@@ -239,9 +239,8 @@ def finetune_sft(
             val_convs,
             config.model.seq_len,
             config.train.seed,
-            log,
         )
-        result = train(config, data, out_dir, resume=resume, progress=progress, log=log, init_from=init)
+        result = train(config, data, out_dir, resume=resume, progress=progress, init_from=init)
     runs.write_json_atomic(
         out_dir / "finetune.json",
         {

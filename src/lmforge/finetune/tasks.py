@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from lmforge.models.heads import TaskModel
 from lmforge.models.lora import base_name
 from lmforge.train.loop import TrainData, train
 from lmforge.train.resume import run_settings
+
+logger = logging.getLogger(__name__)
 
 # Fine-tuning is short: defaults below the user's key=value overrides, above the backbone run's config.
 TASK_DEFAULTS = {
@@ -136,7 +139,6 @@ def finetune_task(
     from_scratch: bool = False,
     resume: bool = False,
     progress: bool = True,
-    log=print,
 ):
     """Fine-tune BACKBONE for `task` into OUT_DIR; returns (TrainResult, final validation metrics)."""
     from lmforge.finetune.predict import evaluate_examples, load_task_run
@@ -212,7 +214,7 @@ def finetune_task(
         initial_weights(model, backbone.model, from_scratch)
         trainable = model.num_trainable()
         how = f"LoRA r={lora_rank}" if lora_rank else "probe" if freeze_backbone else "full"
-        log(
+        logger.info(
             f"{task}: {len(train_ex)} train / {len(val_ex)} val examples"
             + (f", {len(labels)} labels" if labels else "")
             + (f" ({len(fit_ex)} / {len(fit_val)} aligned words)" if unit == "word" else "")
@@ -245,7 +247,7 @@ def finetune_task(
         out_dir.mkdir(parents=True, exist_ok=True)
         if not resume or not (out_dir / "task.json").is_file():
             runs.write_json_atomic(out_dir / "task.json", info)
-        result = train(config, data, out_dir, resume=resume, progress=progress, log=log, init_from=init)
+        result = train(config, data, out_dir, resume=resume, progress=progress, init_from=init)
 
     metrics = evaluate_examples(load_task_run(out_dir), val_ex)
     scalar = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and k != "n"}
@@ -254,7 +256,7 @@ def finetune_task(
     runs.append_metrics(
         out_dir, {"step": result.steps, "event": "task_eval", "baseline": base.get("name"), **scalar}
     )
-    log(
+    logger.info(
         f"{task}: "
         + ", ".join(
             f"{k[4:]} {v:.4f}" + (f" (baseline {base[k[4:]]:.4f})" if k[4:] in base else "")

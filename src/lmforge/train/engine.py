@@ -10,10 +10,10 @@ after the guard has judged the step.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from lmforge.models.registry import MODELS
 from lmforge.train import sharding
 from lmforge.train.data import Sampler, TrainData
 from lmforge.train.optim import build_optimizers
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,7 +62,6 @@ def build_engine(
     dinfo: DistInfo,
     checkpoint: runs.Checkpoint | None,
     init_from: Path | None,
-    log: Callable[[str], None],
 ) -> Engine:
     mcfg, tcfg = config.model, config.train
     torch.manual_seed(tcfg.seed)
@@ -78,11 +79,9 @@ def build_engine(
         sharding.shard_model(model)
     optimizers = build_optimizers(config.optim, model, device.type, sharded=sharded)
     if checkpoint is not None:
-        runs.load_training_state(
-            checkpoint.path, optimizers, sharding.load_optimizer(model) if sharded else None
-        )
+        runs.load_training_state(checkpoint.path, model, optimizers)
 
-    forward = _compile(model, log) if tcfg.compile else model
+    forward = _compile(model, dinfo.is_main) if tcfg.compile else model
     eval_model = forward
     if dinfo.enabled and not sharded:
         from torch.nn.parallel import DistributedDataParallel
@@ -140,13 +139,16 @@ def apply_update(engine: Engine, skip: bool) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def _compile(model: torch.nn.Module, log: Callable[[str], None]) -> torch.nn.Module:
+def _compile(model: torch.nn.Module, main: bool) -> torch.nn.Module:
     """torch.compile with an eager fallback; compilation happens lazily, on the first call, and the
     loop times that first step (TrainResult.compile_seconds)."""
     try:
         return torch.compile(model, dynamic=False)
     except Exception as exc:  # noqa: BLE001 -- any compiler failure falls back to eager
-        log(f"warning: torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
+        if main:
+            logger.warning(
+                f"warning: torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly"
+            )
         return model
 
 

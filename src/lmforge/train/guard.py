@@ -11,7 +11,7 @@ uninterrupted one would.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from lmforge import runs
@@ -62,13 +62,11 @@ def needs_rollback(state: TrainState) -> bool:
     return state.bad_in_a_row >= ROLLBACK_AFTER
 
 
-def roll_back(
-    state: TrainState, run_dir: Path, engine, base_lr: float, log: Callable[[str], None]
-) -> tuple[TrainState, str]:
+def roll_back(state: TrainState, run_dir: Path, engine, base_lr: float) -> tuple[TrainState, str]:
     """Load the last good checkpoint into `model` and `optimizers` (and the RNG); the state to go on
     from -- the checkpoint's, with the guard's counters carried over and the learning rate halved --
     and the checkpoint's name."""
-    good = runs.find_latest_good(run_dir, log=log)
+    good = runs.find_latest_good(run_dir, quiet=not engine.dinfo.is_main)
     if good is None or state.rollbacks >= MAX_ROLLBACKS:
         where = f"after {state.rollbacks} rollbacks" if good else "before the first checkpoint"
         raise UserError(
@@ -81,7 +79,7 @@ def roll_back(
             "is not supported under train.parallel=fsdp: lower optim.lr and resume with --resume"
         )
     runs.load_model_weights(engine.model, good.path)
-    runs.load_training_state(good.path, engine.optimizers)  # optimizer and RNG state
+    runs.load_training_state(good.path, engine.model, engine.optimizers)  # optimizer and RNG state
     back = TrainState.from_meta(good.meta)
     # What the bad stretch taught is kept: the counts, the lower rate, the horizon and the best so far.
     back.wall_seconds, back.max_steps = state.wall_seconds, state.max_steps

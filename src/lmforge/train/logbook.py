@@ -6,6 +6,7 @@ Rank 0 speaks for a distributed run; the other ranks get a logbook that writes n
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,13 +15,14 @@ from lmforge import runs
 from lmforge.errors import UserError
 from lmforge.eval.metrics import model_flops_utilization
 
+logger = logging.getLogger(__name__)
+
 
 class Logbook:
     def __init__(
-        self, run_dir: Path, tensorboard: bool, total: int, initial: int, progress: bool, log, main: bool
+        self, run_dir: Path, tensorboard: bool, total: int, initial: int, progress: bool, main: bool
     ):
         self.run_dir, self.main = run_dir, main
-        self._log = log if main else (lambda message: None)
         self._write, self._close = _metrics_sink(run_dir, tensorboard) if main else (_ignore, _ignore)
         self.bar = _progress_bar(total, initial, progress and main)
         self._progress = progress and main
@@ -33,11 +35,8 @@ class Logbook:
         """A message that does not tear the progress bar (under --json stdout holds only the summary)."""
         if self._progress:
             self.bar.write(message)
-        else:
-            self._log(message)
-
-    def log(self, message: str) -> None:
-        self._log(message)
+        elif self.main:
+            logger.info(message)
 
     def close(self) -> None:
         self.bar.close()

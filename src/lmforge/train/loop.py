@@ -19,6 +19,7 @@ rollback restores. Tests inject faults through `faults` (train/faults.py), the l
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from lmforge.train.optim import set_lr
 from lmforge.train.schedule import lr_factor, lr_factor_by_time
 from lmforge.train.state import TrainState
 from lmforge.train.stop import StopFlag
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["TrainData", "TrainResult", "open_data", "train"]
 
@@ -70,7 +73,6 @@ def train(
     resume: bool = False,
     allow_data_change: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
     sample_fn: Callable[[torch.nn.Module, int], str] | None = None,
     faults: Faults | None = None,
     init_from: Path | None = None,
@@ -88,7 +90,7 @@ def train(
     run_dir, tcfg, faults = Path(run_dir), config.train, faults or Faults()
     dinfo = dist_info or DistInfo()
     main = dinfo.is_main
-    say_once = log if main else _silent
+    say_once = logger.info if main else _silent
     device = _setup_device(tcfg.device, dinfo)
     if not isinstance(data, TrainData):
         data = open_data(Path(data), config.data.weights)
@@ -98,10 +100,10 @@ def train(
         )
 
     # --- the run folder, the state it continues from, and what exactness depends on ---
-    checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main, say_once)
+    checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main)
     state = TrainState.from_meta(checkpoint.meta) if checkpoint else TrainState(max_steps=tcfg.max_steps)
-    env = _setup_threads(tcfg, device, dinfo, checkpoint, say_once)
-    engine = build_engine(config, data, device, dinfo, checkpoint, init_from, say_once)
+    env = _setup_threads(tcfg, device, dinfo, checkpoint)
+    engine = build_engine(config, data, device, dinfo, checkpoint, init_from)
     if checkpoint is not None:
         if main:
             runs.truncate_metrics(run_dir, state.step)
@@ -112,20 +114,20 @@ def train(
     flops_per_token = engine.model.flops_per_token()
     peak = hardware.measure_peak_flops(device, tcfg.dtype)
     clock = Clock(state.wall_seconds)
-    budget = _plan(state, config, engine, clock, say_once)
+    budget = _plan(state, config, engine, clock)
     if checkpoint is not None:
         run_folder.check_not_finished(
             state, config, budget is not None and budget.spent(state.wall_seconds), run_dir
         )
         if main:
-            run_folder.record_changes(run_dir, config, say_once)
+            run_folder.record_changes(run_dir, config)
     say_once(
         f"model {config.model.family}: {engine.model.num_params():,} parameters, {flops_per_token:,} "
         f"FLOPs/token; {engine.tokens_per_step:,} tokens/step ({tcfg.batch_size} x {config.model.seq_len} "
         f"x {engine.accum} micro-steps); {state.max_steps} steps on {device.type} ({tcfg.dtype})"
     )
 
-    book = Logbook(run_dir, tcfg.tensorboard, state.max_steps, state.step, progress, log, main)
+    book = Logbook(run_dir, tcfg.tensorboard, state.max_steps, state.step, progress, main)
     start_step = state.step  # the step resumed from (or rolled back to) is not evaluated or saved again
     last_val, last_val_step, stopped_by = {}, -1, None
     speed = Speed(flops_per_token, peak)
@@ -191,7 +193,7 @@ def train(
             apply_update(engine, skip=bad is not None)
 
             if guard.needs_rollback(state):  # back to the last good checkpoint, at half the rate
-                state, name = guard.roll_back(state, run_dir, engine, config.optim.lr, say_once)
+                state, name = guard.roll_back(state, run_dir, engine, config.optim.lr)
                 start_step = state.step
                 if main:
                     runs.truncate_metrics(run_dir, state.step)
@@ -275,7 +277,7 @@ def _setup_device(name: str, dinfo: DistInfo) -> torch.device:
     return device
 
 
-def _setup_threads(tcfg, device: torch.device, dinfo: DistInfo, checkpoint, log) -> dict:
+def _setup_threads(tcfg, device: torch.device, dinfo: DistInfo, checkpoint) -> dict:
     """Set torch's thread count (the checkpoint's on a resume, unless the config names one) and say
     why a resume will not continue bit-identically, if it will not; the environment to record."""
     saved = checkpoint.meta.get("environment") if checkpoint else None
@@ -284,23 +286,23 @@ def _setup_threads(tcfg, device: torch.device, dinfo: DistInfo, checkpoint, log)
         default = max(1, hardware.physical_cores() // dinfo.world_size)
         threads = run_folder.threads_for(tcfg.threads, saved, default)
         hardware.setup_threads(threads)
-        if saved and not tcfg.threads and threads != default:
-            log(
+        if saved and not tcfg.threads and threads != default and dinfo.is_main:
+            logger.info(
                 f"resume: {threads} threads as when the checkpoint was written "
                 "(train.threads sets another count)"
             )
     env = run_folder.environment(torch.get_num_threads(), tcfg.dtype, device, dinfo.world_size)
     if checkpoint is not None:
         reasons = run_folder.exactness_warnings(saved, env)
-        if reasons:
-            log(
+        if reasons and dinfo.is_main:
+            logger.warning(
                 "warning: this continuation will not be bit-identical to an uninterrupted run, or "
                 "cannot be shown to be: " + "; ".join(reasons)
             )
     return env
 
 
-def _plan(state: TrainState, config: RunConfig, engine: Engine, clock: Clock, log) -> TimeBudget | None:
+def _plan(state: TrainState, config: RunConfig, engine: Engine, clock: Clock) -> TimeBudget | None:
     """Set state.max_steps for this process; a TimeBudget when the run has one (else None)."""
     tcfg = config.train
     if tcfg.time_budget <= 0:
@@ -319,10 +321,11 @@ def _plan(state: TrainState, config: RunConfig, engine: Engine, clock: Clock, lo
     state.max_steps = budget.horizon(state.step, clock())
     if tcfg.max_tokens:
         state.max_steps = min(state.max_steps, max(1, tcfg.max_tokens // engine.tokens_per_step))
-    log(
-        f"time budget {tcfg.time_budget:g}s: {step_seconds * 1e3:.1f} ms/step measured -> "
-        f"about {state.max_steps} steps"
-    )
+    if engine.dinfo.is_main:
+        logger.info(
+            f"time budget {tcfg.time_budget:g}s: {step_seconds * 1e3:.1f} ms/step measured -> "
+            f"about {state.max_steps} steps"
+        )
     return budget
 
 
@@ -378,7 +381,9 @@ def _save(
     """Checkpoint this step (every rank takes part under FSDP; rank 0 writes), then prune old ones."""
     if val:
         state.record_val(state.step, val["loss"])
-    gathered = sharding.gather_state(engine.model, engine.optimizers) if engine.sharded else None
+    gathered = None
+    if engine.dinfo.enabled:  # collective: every rank takes part, rank 0 writes
+        gathered = sharding.gather_state(engine.model, engine.optimizers, engine.sharded)
     if not main:
         return
     meta = {

@@ -14,8 +14,8 @@ leaves it to the machine, and warns, naming the cause, when a continuation canno
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,6 +25,8 @@ from lmforge.config import RunConfig, flatten
 from lmforge.errors import UserError
 from lmforge.train.data import TrainData
 from lmforge.train.state import TrainState
+
+logger = logging.getLogger(__name__)
 
 
 def environment(threads: int, dtype: str, device: torch.device, world_size: int) -> dict:
@@ -76,7 +78,6 @@ def open_run(
     resume: bool,
     allow_data_change: bool,
     main: bool,
-    log: Callable[[str], None],
 ) -> runs.Checkpoint | None:
     """Prepare RUN_DIR; the checkpoint to resume from, or None for a fresh start."""
     if resume:
@@ -88,8 +89,8 @@ def open_run(
         _check_same_run(run_dir, config, data, allow_data_change)
         if main:
             for name in runs.remove_temporaries(run_dir):
-                log(f"removed unfinished checkpoint {name}")
-        checkpoint = runs.find_latest_good(run_dir, log=log)
+                logger.info(f"removed unfinished checkpoint {name}")
+        checkpoint = runs.find_latest_good(run_dir, quiet=not main)
         if checkpoint is None and runs.list_checkpoints(run_dir):
             raise UserError(
                 f"no checkpoint in '{run_dir / 'ckpt'}' is intact (see the warnings above), so there is "
@@ -152,14 +153,16 @@ def _check_same_run(run_dir: Path, config: RunConfig, data: TrainData, allow_dat
         )
 
 
-def record_changes(run_dir: Path, config: RunConfig, log: Callable[[str], None]) -> None:
+def record_changes(run_dir: Path, config: RunConfig) -> None:
     """Settings changed on the resume command go into config.json, so the folder says how it was run."""
     before = flatten(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
     after = flatten(config.to_dict())
     changed = [f"{k} {before.get(k)!r} -> {after[k]!r}" for k in sorted(after) if before.get(k) != after[k]]
     if changed:
         runs.write_json_atomic(run_dir / "config.json", config.to_dict())
-        log(f"resume: settings changed since the last start (recorded in config.json): {'; '.join(changed)}")
+        logger.info(
+            f"resume: settings changed since the last start (recorded in config.json): {'; '.join(changed)}"
+        )
 
 
 def _write_fresh(run_dir: Path, config: RunConfig, data: TrainData) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 
 from lmforge import io
 from lmforge.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WIDTHS = (16, 32, 64)  # n_embd of the ladder (n_head = n_embd / 16, n_layer from the preset)
 DEFAULT_BUDGETS = (1e10, 3e10, 1e11)  # training FLOPs per run: minutes in all on two cores
@@ -116,11 +119,9 @@ def ladder_config(width: int, budget: float, preset_path: Path | None, overrides
     return build_run_config(tree, vocab_size), n, tokens
 
 
-def run_ladder(
-    data_dir: Path, out_dir: Path, widths, budgets, preset_path, overrides, log=print
-) -> list[dict]:
+def run_ladder(data_dir: Path, out_dir: Path, widths, budgets, preset_path, overrides) -> list[dict]:
     """Train (or reuse) every (width, budget) run under OUT/runs/; returns one point per run."""
-    from lmforge import runs
+    from lmforge import logs, runs
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.train.loop import train
 
@@ -131,18 +132,19 @@ def run_ladder(
     points = []
     for i, (width, budget, config, n, _tokens) in enumerate(plan):
         run_dir = out_dir / "runs" / f"w{width}_c{budget:.0e}".replace("+", "")
-        ckpt = runs.find_latest_good(run_dir, log=lambda _m: None) if run_dir.is_dir() else None
+        ckpt = runs.find_latest_good(run_dir, quiet=True) if run_dir.is_dir() else None
         if ckpt and ckpt.meta.get("val") and runs.read_run_config(run_dir).to_dict() == config.to_dict():
             val, seconds, trained = ckpt.meta["val"], ckpt.meta["wall_seconds"], ckpt.meta["tokens"]
-            log(f"[{i + 1}/{len(plan)}] width {width}, C {budget:.2g}: reusing {run_dir}")
+            logger.info(f"[{i + 1}/{len(plan)}] width {width}, C {budget:.2g}: reusing {run_dir}")
         else:
             if run_dir.exists():
                 import shutil
 
                 shutil.rmtree(run_dir)  # an unfinished or different run: start it again
-            result = train(config, data_dir, run_dir, progress=False, log=lambda _m: None)
+            with logs.silenced("lmforge.train"):
+                result = train(config, data_dir, run_dir, progress=False)
             val, seconds, trained = result.final_val, result.wall_seconds, result.tokens
-        log(
+        logger.info(
             f"[{i + 1}/{len(plan)}] width {width}, N {n:,}, D {trained:,}, C {budget:.2g}: "
             f"val loss {val['loss']:.4f} ({seconds:.1f}s)"
         )
@@ -169,7 +171,6 @@ def run_scaling(
     target=None,
     preset_path=None,
     overrides=None,
-    log=print,
 ) -> dict:
     """Ladder -> fit -> compute-optimal size for `target` FLOPs; writes scaling.{json,md,png} in OUT."""
     if len(set(widths)) < 2 or len(set(budgets)) < 2:
@@ -179,7 +180,7 @@ def run_scaling(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     points = run_ladder(
-        Path(data_dir), out_dir, sorted(set(widths)), sorted(set(budgets)), preset_path, overrides or {}, log
+        Path(data_dir), out_dir, sorted(set(widths)), sorted(set(budgets)), preset_path, overrides or {}
     )
     fit = fit_scaling([p["N"] for p in points], [p["D"] for p in points], [p["loss"] for p in points])
     for p in points:

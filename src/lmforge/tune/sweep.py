@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from lmforge import io
+from lmforge import io, logs
 from lmforge.config import build_run_config
 from lmforge.errors import UserError
 from lmforge.train.loop import train
 from lmforge.tune.space import SweepSpec, base_tree, check_space, grid_size, to_toml, trial_tree
+
+logger = logging.getLogger(__name__)
 
 STUDY = "sweep"
 METRIC_COLUMN = {"val/bpb": "val_bpb", "val/loss": "val_loss"}
@@ -58,7 +61,7 @@ def _sampler(optuna, spec: SweepSpec):
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(5, max(1, spec.n_trials // 3)))
 
 
-def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool, log=print):
+def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -74,7 +77,7 @@ def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool, log=print)
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     io.write_text(saved, spec.to_json())
-    journal = _checked_journal(out_dir / "optuna.journal", log)
+    journal = _checked_journal(out_dir / "optuna.journal")
     storage = JournalStorage(JournalFileBackend(str(journal)))
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=spec.prune_startup_trials, n_warmup_steps=0)
@@ -91,7 +94,7 @@ def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool, log=print)
     )
 
 
-def _checked_journal(path: Path, log=print) -> Path:
+def _checked_journal(path: Path) -> Path:
     """The study journal, with a last record cut short by a kill removed (kept aside as a copy).
 
     Optuna appends one JSON line per event. A kill in the middle of an append leaves a partial last
@@ -128,7 +131,9 @@ def _checked_journal(path: Path, log=print) -> Path:
         return path
     io.write_bytes(path.with_name(path.name + ".damaged"), data)
     io.write_bytes(path, b"".join(line + b"\n" for line in lines))
-    log(f"warning: dropped a half-written last record from {path} (the old file is {path.name}.damaged)")
+    logger.warning(
+        f"warning: dropped a half-written last record from {path} (the old file is {path.name}.damaged)"
+    )
     return path
 
 
@@ -148,7 +153,7 @@ def _finished(trial, optuna) -> bool:
     return trial.state == states.FAIL and not trial.user_attrs.get("interrupted")
 
 
-def _requeue_interrupted(study, optuna, log) -> None:
+def _requeue_interrupted(study, optuna) -> None:
     """Trials left running by a kill, or cut short by Ctrl-C, are run again with the same parameters."""
     states = optuna.trial.TrialState
     storage = study._storage  # Optuna has no public call to close a trial left RUNNING by a dead process
@@ -159,7 +164,7 @@ def _requeue_interrupted(study, optuna, log) -> None:
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
         if t.state == states.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
-            log(f"trial {t.number:03d} was interrupted; it runs again")
+            logger.info(f"trial {t.number:03d} was interrupted; it runs again")
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             if "grid_id" in t.system_attrs:  # the retry takes the grid point's place in GridSampler
                 retry = study.get_trials(deepcopy=False, states=(states.WAITING,))[-1]
@@ -172,7 +177,6 @@ def run_sweep(
     out_dir: str | Path,
     resume: bool = False,
     preset_path: Path | None = None,
-    log=print,
 ) -> dict:
     """Run the sweep's remaining trials into OUT_DIR; returns a summary (best trial, counts)."""
     from lmforge.data.shards import read_manifest
@@ -188,14 +192,14 @@ def run_sweep(
     check_space(spec, preset_path, tokenizer.vocab_size, sources)  # before any trial runs
     base = base_tree(spec, preset_path)
     n_trials = min(spec.n_trials, grid_size(spec)) if spec.method == "grid" else spec.n_trials
-    study = _open_study(optuna, spec, out_dir, resume, log)
+    study = _open_study(optuna, spec, out_dir, resume)
     if not study.trials:
         for params in spec.enqueue:
             study.enqueue_trial(params)
-    _requeue_interrupted(study, optuna, log)
+    _requeue_interrupted(study, optuna)
     done = sum(_finished(t, optuna) for t in study.trials)
     remaining = max(0, n_trials - done)
-    log(f"sweep: {spec.method}, {done} of {n_trials} trials done, {remaining} to run -> {out_dir}")
+    logger.info(f"sweep: {spec.method}, {done} of {n_trials} trials done, {remaining} to run -> {out_dir}")
 
     def objective(trial) -> float:
         if spec.method == "grid":
@@ -213,7 +217,8 @@ def run_sweep(
         start = time.perf_counter()
         try:
             config = build_run_config(trial_tree(spec, base, params), tokenizer.vocab_size)
-            result = train(config, data_dir, run_dir, progress=False, log=lambda _m: None, on_eval=on_eval)
+            with logs.silenced("lmforge.train"):
+                result = train(config, data_dir, run_dir, progress=False, on_eval=on_eval)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -222,7 +227,7 @@ def run_sweep(
             trial.set_user_attr("error", message.splitlines()[0] if message else type(exc).__name__)
             if not isinstance(exc, UserError):
                 trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
-            log(f"trial {trial.number:03d}: {shown} -> failed: {message}")
+            logger.info(f"trial {trial.number:03d}: {shown} -> failed: {message}")
             return math.nan  # Optuna records a NaN objective as a failed trial
         seconds = time.perf_counter() - start
         if result.stopped_by in ("SIGINT", "SIGTERM"):
@@ -235,14 +240,16 @@ def run_sweep(
         trial.set_user_attr("val_loss", val.get("loss"))
         trial.set_user_attr("val_bpb", val.get("bpb"))
         if result.stopped_by == "on_eval":
-            log(f"trial {trial.number:03d}: {shown} -> pruned at step {result.steps} ({seconds:.1f}s)")
+            logger.info(
+                f"trial {trial.number:03d}: {shown} -> pruned at step {result.steps} ({seconds:.1f}s)"
+            )
             raise optuna.TrialPruned()
         value = val.get("loss" if spec.metric == "val/loss" else "bpb", math.nan)
         if not math.isfinite(value):
             trial.set_user_attr("error", "diverged: the final validation metric is not finite")
-            log(f"trial {trial.number:03d}: {shown} -> failed: diverged")
+            logger.info(f"trial {trial.number:03d}: {shown} -> failed: diverged")
             return math.nan
-        log(f"trial {trial.number:03d}: {shown} -> {spec.metric} {value:.4f} ({seconds:.1f}s)")
+        logger.info(f"trial {trial.number:03d}: {shown} -> {spec.metric} {value:.4f} ({seconds:.1f}s)")
         return value
 
     try:
