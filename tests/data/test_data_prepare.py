@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from lmforge.cli import main
-from lmforge.data.prepare import SplitConfig, iter_split
 from lmforge.data.shards import open_split, open_split_by_source, read_manifest
+from lmforge.data.split import SplitConfig, iter_split
 from lmforge.data.tokenizer import load_tokenizer
 
 WORDS = ["thou", "art", "the", "king", "of", "night", "and", "day", "my", "lord", "love", "sweet", "fair",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data import sources
+from lmforge.data import readers
 from lmforge.data.sources import CollectConfig, Collector, SourceSpec
 from lmforge.errors import UserError
 
@@ -25,10 +25,10 @@ pytestmark = pytest.mark.skipif(
 _PEAK = textwrap.dedent(
     """
     import sys
-    from lmforge.data import sources
+    from lmforge.data import readers
     from lmforge.data.sources import CollectConfig, Collector, SourceSpec
     if len(sys.argv) > 2:
-        sources.MAX_RECORD_BYTES = int(sys.argv[2])
+        readers.MAX_RECORD_BYTES = int(sys.argv[2])
     def hwm():
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM:"):
@@ -80,7 +80,7 @@ def test_a_jsonl_line_over_the_limit_is_never_held_whole(tmp_path):
 
 
 def test_a_jsonl_line_over_the_limit_is_a_bad_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr(readers, "MAX_RECORD_BYTES", 1000)
     path = tmp_path / "notes.jsonl"
     path.write_text(json.dumps({"text": "x " * 2000}) + "\n" + json.dumps({"text": "kept"}) + "\n")
     with pytest.raises(UserError, match=r"notes.jsonl:1: a record of .* --skip-bad-lines"):
@@ -91,7 +91,7 @@ def test_a_jsonl_line_over_the_limit_is_a_bad_line(tmp_path, monkeypatch):
 
 
 def test_a_csv_field_over_the_limit_is_refused_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr(readers, "MAX_RECORD_BYTES", 1000)
     path = tmp_path / "notes.csv"
     path.write_text("text\n" + "x" * 5000 + "\nkept\n")
     with pytest.raises(UserError, match=r"notes.csv:\d+: a field over the .* MB"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import time
 import pytest
 from test_reliability_support import copy_until, reference_run, train_args
 
-from lmforge import locks, runs
+from lmforge import checkpoints, locks, runs
 from lmforge.cli import main
 from lmforge.errors import UserError
 
@@ -118,14 +119,14 @@ def test_a_reader_racing_pruning_finds_the_newer_checkpoint(reference, tmp_path,
     """A reader lists step 30, the writer saves 31 and prunes 30 before the reader verifies it."""
     out = copy_until(reference, tmp_path / "run", 30)
     for _, path in runs.list_checkpoints(out)[1:]:
-        runs.shutil.rmtree(path)
+        shutil.rmtree(path)
     verify = runs.verify_checkpoint
     pruned = []
 
     def racing_verify(path):
         if not pruned:  # the first look: a newer checkpoint arrives and this one is pruned
             newer = path.with_name(runs.ckpt_name(31))
-            runs.shutil.copytree(path, newer)
+            shutil.copytree(path, newer)
             m = json.loads((newer / "meta.json").read_text())
             m["step"] = 31
             (newer / "meta.json").write_text(json.dumps(m))
@@ -135,7 +136,7 @@ def test_a_reader_racing_pruning_finds_the_newer_checkpoint(reference, tmp_path,
             pruned.append(path)
         return verify(path)
 
-    monkeypatch.setattr(runs, "verify_checkpoint", racing_verify)
+    monkeypatch.setattr(checkpoints, "verify_checkpoint", racing_verify)  # what find_latest_good calls
     ckpt = runs.find_latest_good(out)
     assert ckpt is not None and ckpt.step == 31
     assert caplog.records == []  # a pruned checkpoint is not "damaged"

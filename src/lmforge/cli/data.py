@@ -254,7 +254,7 @@ def tokenizer_config(args):
 
 def split_config(args):
     from lmforge.cli.options import config_from_flags
-    from lmforge.data.prepare import SplitConfig
+    from lmforge.data.split import SplitConfig
 
     return config_from_flags(SplitConfig, args, {"mode": "split_mode"})
 

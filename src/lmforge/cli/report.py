@@ -22,7 +22,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from lmforge.errors import UserError
-    from lmforge.eval.report import compare_report, run_report
+    from lmforge.eval.compare import compare_report
+    from lmforge.eval.report import run_report
 
     if args.samples < 0 or args.sample_tokens <= 0 or args.eval_tokens <= 0:
         raise UserError("--samples must be >= 0, --sample-tokens and --eval-tokens > 0")

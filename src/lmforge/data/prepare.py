@@ -11,15 +11,7 @@ re-cleaning:
 Memory stays bounded: documents stream from disk one at a time (sources cut any document longer than
 `max_doc_chars`), encoding works on batches of a few MB, and shards are written as they fill.
 
-Train/validation split (`SplitConfig`):
-  auto  (the default) hash when the corpus has enough documents for it -- at least
-        `MIN_VAL_DOCS / val_fraction`, and the hash split's share of the text within half to one and a
-        half times val_fraction -- otherwise tail; the report says which and why. Why: a hash split
-        over a handful of big documents puts 0% or 46% of the text in validation, never 10%.
-  hash  a document goes to val when the stable hash (blake2b) of its text falls below val_fraction,
-        so adding documents never moves existing ones between splits;
-  tail  the last val_fraction of each source's text (in corpus order) is val, cut at a line break --
-        the classic Tiny Shakespeare recipe. Per source, so every source of a mixture is validated.
+The train/validation split (`SplitConfig`: auto, hash or tail) is split.py's.
 
 Sources and mixture weights: every shard holds documents of one source, and the manifest lists, per
 split, each source's token count and shard names next to the weights from sources.json. The batch
@@ -35,7 +27,6 @@ parallelises internally; the char engine is a vectorised numpy lookup.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -47,25 +38,18 @@ from lmforge.data.clean import CleanConfig, Cleaner
 from lmforge.data.files import DocWriter, atomic_dir, read_docs, read_json, write_json
 from lmforge.data.shards import MANIFEST, ShardWriter, dtype_for
 from lmforge.data.sources import CollectConfig, Collector, SourceSpec
+from lmforge.data.split import (
+    MIN_CORPUS_CHARS,
+    SplitConfig,
+    empty_split_error,
+    resolve_split,
+    split_docs,
+    too_small_error,
+)
 from lmforge.data.tokenizer import load_tokenizer, train_tokenizer
 from lmforge.errors import UserError
 
 BATCH_CHARS = 4_000_000  # characters per encode batch
-MIN_CORPUS_CHARS = 1000  # less text than this after cleaning cannot give both a train and a val split
-MIN_VAL_DOCS = 20  # auto split: a hash split needs this many expected validation documents
-
-
-@dataclass
-class SplitConfig:
-    mode: str = "auto"  # auto | hash | tail (auto resolves to one of the two, see resolve_split)
-    val_fraction: float = 0.1  # fraction of documents (hash) or of each source's text (tail) for val
-    reason: str = ""  # why auto chose this mode (set by resolve_split; empty when chosen by the user)
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("auto", "hash", "tail"):
-            raise UserError(f"--split '{self.mode}' is not one of auto, hash, tail")
-        if not 0 < self.val_fraction < 1:
-            raise UserError(f"--val-fraction ({self.val_fraction}) must be between 0 and 1")
 
 
 @dataclass
@@ -146,93 +130,6 @@ def clean(
     return report
 
 
-# --- split --------------------------------------------------------------------------------------
-def is_val_by_hash(text: str, val_fraction: float) -> bool:
-    """Stable: depends only on the document's text, never on the rest of the corpus."""
-    h = int.from_bytes(
-        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
-    )
-    return h < val_fraction * 2**64
-
-
-def iter_split(
-    docs: Iterable[tuple[str, str]], cfg: SplitConfig, source_chars: dict[str, int] | None = None
-) -> Iterator[tuple[str, str, str]]:
-    """(split, text, source) for each document; tail mode needs each source's total chars."""
-    if cfg.mode == "hash":
-        for text, source in docs:
-            yield ("val" if is_val_by_hash(text, cfg.val_fraction) else "train"), text, source
-        return
-    seen: dict[str, int] = {}
-    for text, source in docs:
-        boundary = int(source_chars[source] * (1 - cfg.val_fraction))
-        start = seen.get(source, 0)
-        seen[source] = start + len(text)
-        if start + len(text) <= boundary:
-            yield "train", text, source
-        elif start >= boundary:
-            yield "val", text, source
-        else:  # this document straddles the boundary: cut it at the next line break
-            cut = boundary - start
-            nl = text.find("\n", cut)
-            cut = nl + 1 if 0 <= nl < cut + 1000 else cut
-            if text[:cut].strip():
-                yield "train", text[:cut], source
-            if text[cut:].strip():
-                yield "val", text[cut:], source
-
-
-def too_small_error(n_chars: int, when: str) -> UserError:
-    return UserError(
-        f"the corpus has {n_chars:,} characters{when}; lmforge needs at least {MIN_CORPUS_CHARS:,} to "
-        "train and validate on: add text with another --source"
-    )
-
-
-def resolve_split(out_dir: Path, cfg: SplitConfig) -> SplitConfig:
-    """The split to use: `cfg` itself for hash/tail, else the auto choice with its reason.
-
-    Also the one place that refuses a corpus too small to train on."""
-    report = read_json(Path(out_dir) / "clean" / "clean_report.json", "`lmforge data clean`")
-    if report["chars_out"] < MIN_CORPUS_CHARS:
-        raise too_small_error(report["chars_out"], " after cleaning")
-    if cfg.mode != "auto":
-        return cfg
-    n_docs = val_docs = val_chars = 0
-    for text, _ in read_docs(Path(out_dir) / "clean", "`lmforge data clean`"):
-        n_docs += 1
-        if is_val_by_hash(text, cfg.val_fraction):
-            val_docs += 1
-            val_chars += len(text)
-    share = val_chars / max(report["chars_out"], 1)
-    need = int(MIN_VAL_DOCS / cfg.val_fraction + 0.999)
-    if n_docs < need:
-        why = f"{n_docs} documents, fewer than the {need} a hash split needs at val fraction"
-        why += f" {cfg.val_fraction:g}"
-    elif not 0.5 * cfg.val_fraction <= share <= 1.5 * cfg.val_fraction:
-        why = f"a hash split would give {share:.1%} of the text to val, not {cfg.val_fraction:.0%}"
-    else:
-        return SplitConfig("hash", cfg.val_fraction, f"{n_docs} documents, {val_docs} to val by hash")
-    return SplitConfig("tail", cfg.val_fraction, why + "; the last part of each source is val")
-
-
-def empty_split_error(name: str, n_docs: int, split: SplitConfig) -> UserError:
-    return UserError(
-        f"the {name} split is empty ({n_docs} documents, --split {split.mode}, --val-fraction "
-        f"{split.val_fraction}); use --split auto (or tail), or add text"
-    )
-
-
-def _source_chars(out_dir: Path) -> dict[str, int]:
-    report = read_json(out_dir / "clean" / "clean_report.json", "`lmforge data clean`")
-    return {name: s["chars_out"] for name, s in report["per_source"].items()}
-
-
-def _split_docs(out_dir: Path, cfg: SplitConfig) -> Iterator[tuple[str, str, str]]:
-    chars = _source_chars(out_dir) if cfg.mode == "tail" else None
-    return iter_split(read_docs(out_dir / "clean", "`lmforge data clean`"), cfg, chars)
-
-
 # --- tokenizer ----------------------------------------------------------------------------------
 def build_tokenizer(out_dir: Path, cfg: TokenizerConfig, split: SplitConfig) -> dict:
     """Train on the train split of DATA_DIR/clean/; report bytes/token on (up to 2 MB of) val text."""
@@ -243,7 +140,7 @@ def build_tokenizer(out_dir: Path, cfg: TokenizerConfig, split: SplitConfig) -> 
     n_docs = {"train": 0, "val": 0}
 
     def train_texts() -> Iterator[str]:
-        for name, text, _ in _split_docs(out_dir, split):
+        for name, text, _ in split_docs(out_dir, split):
             n_docs[name] += 1
             if name == "train":
                 n_bytes[0] += len(text.encode("utf-8", "surrogatepass"))
@@ -254,7 +151,7 @@ def build_tokenizer(out_dir: Path, cfg: TokenizerConfig, split: SplitConfig) -> 
     tok = train_tokenizer(train_texts(), cfg.kind, cfg.vocab_size, out_dir / "tokenizer")
     seconds = time.perf_counter() - t0
     sample, sample_bytes = [], 0
-    for name, text, _ in _split_docs(out_dir, split):
+    for name, text, _ in split_docs(out_dir, split):
         if name == "val" and sample_bytes < 2_000_000:
             sample.append(text[:500_000])
             sample_bytes += len(sample[-1].encode("utf-8", "surrogatepass"))
@@ -309,7 +206,7 @@ def encode(out_dir: Path, split: SplitConfig, shard_tokens: int = 1 << 26) -> di
             splits[key[0]]["sources"][key[1]]["shards"].append(entry["name"])
 
         shard_stats: dict[tuple[str, str], dict[str, int]] = {}
-        for batch in _batches(_split_docs(out_dir, split)):
+        for batch in _batches(split_docs(out_dir, split)):
             ids = tok.encode_batch([text for _, text, _ in batch])
             for (name, text, source), doc_ids in zip(batch, ids, strict=True):
                 key = (name, source)

@@ -1,4 +1,4 @@
-"""`lmforge report`: a Markdown report with PNG curves for a run, or a comparison of several runs.
+"""`lmforge report RUN`: a Markdown report with PNG curves for one run (compare.py: several runs).
 
 A report gathers what is already on disk -- the run folder (config.json, run.json, metrics.jsonl,
 the checkpoint's meta.json) and, when it still exists, the data folder it was trained on
@@ -44,7 +44,7 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -157,7 +157,7 @@ def _data_card(s: dict) -> list[str]:
             ]
         )
     lines = [f"Data folder `{data_dir}`.", ""]
-    lines.append(_table(["source", "from", "weight", "docs", "train tokens", "val tokens"], rows))
+    lines.append(markdown_table(["source", "from", "weight", "docs", "train tokens", "val tokens"], rows))
     if clean:
         lines += [
             "",
@@ -167,7 +167,7 @@ def _data_card(s: dict) -> list[str]:
         if steps:
             lines += [
                 "",
-                _table(
+                markdown_table(
                     ["rule", "dropped", "changed"],
                     [[st["name"], st.get("dropped", 0), st.get("changed", 0)] for st in steps],
                 ),
@@ -205,7 +205,7 @@ def run_report(
     md += [f"Validation figures from training: on the {scope} (`train.eval_tokens`); `lmforge eval RUN` "
            "measures the whole validation split.", ""]  # fmt: skip
     md.append(
-        _table(
+        markdown_table(
             ["metric", "value"],
             [
                 [f"validation loss (nats/token), {scope}", s["val_loss"]],
@@ -221,7 +221,7 @@ def run_report(
     if by_source:
         md += ["", "### Validation bits per byte per source", ""]
         md.append(
-            _table(
+            markdown_table(
                 ["source", "val tokens", "loss", "bits per byte"],
                 [[n, m["tokens"], m["loss"], m["bpb"]] for n, m in by_source.items()],
             )
@@ -230,7 +230,7 @@ def run_report(
     bpt = tok_meta.get("val_bytes_per_token") or s["bytes_per_token"]
     md += ["", "## Tokenizer", ""]
     md.append(
-        _table(
+        markdown_table(
             ["", ""],
             [
                 ["type", tok_meta.get("kind", loaded.tokenizer.kind)],
@@ -243,7 +243,7 @@ def run_report(
     shape = {k: v for k, v in vars(config.model).items() if k != "vocab_size"}
     md += ["", "## Model", ""]
     md.append(
-        _table(
+        markdown_table(
             ["", ""],
             [
                 ["family", config.model.family],
@@ -256,7 +256,7 @@ def run_report(
     tcfg = config.train
     md += ["", "## Training", ""]
     md.append(
-        _table(
+        markdown_table(
             ["", ""],
             [
                 ["steps", s["steps"]],
@@ -285,7 +285,7 @@ def run_report(
             md += [f"Sample {i + 1} (temperature 0.8, top-k 50, seed {i}):", "", "```text", text, "```", ""]
     md += ["", "## Hardware and versions", ""]
     md.append(
-        _table(
+        markdown_table(
             ["", ""],
             [
                 [
@@ -316,7 +316,7 @@ def _harness_section(run_dir: Path) -> list[str]:
             for metric, value in entry.get("metrics", {}).items()]  # fmt: skip
     note = f"lm-eval {found.get('lm_eval_version', '?')}, limit {found.get('limit')}, checkpoint "
     note += f"`{found.get('checkpoint', '?')}`"
-    return ["", "## lm-evaluation-harness", "", note, "", _table(["task", "metric", "value"], rows)]
+    return ["", "## lm-evaluation-harness", "", note, "", markdown_table(["task", "metric", "value"], rows)]
 
 
 def task_report(run_dir: Path, s: dict, out_dir: Path) -> Path:
@@ -348,7 +348,7 @@ def task_report(run_dir: Path, s: dict, out_dir: Path) -> Path:
         md.append(f"Baseline: {final.get('baseline') or '-'}, on the same examples.")
         md.append("")
         md.append(
-            _table(
+            markdown_table(
                 ["metric", "model", "baseline", "model - baseline"],
                 [
                     [
@@ -373,7 +373,7 @@ def task_report(run_dir: Path, s: dict, out_dir: Path) -> Path:
     )
     md += ["", "## Training", ""]
     md.append(
-        _table(
+        markdown_table(
             ["", ""],
             [
                 ["fine-tuning", how],
@@ -400,53 +400,3 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__ + (f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ", CPU")
-
-
-def compare_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
-    """Several runs: one table and overlaid curves in OUT (report.md + compare_*.png)."""
-    summaries = [summarize(Path(r)) for r in run_dirs]
-    names = [s["name"] for s in summaries]
-    for s in summaries:  # same folder name under different parents: tell them apart
-        if names.count(s["name"]) > 1:
-            s["name"] = f"{s['run_dir'].parent.name}/{s['name']}"
-    out_dir = Path(out_dir)
-    plots = plot_curves(
-        [(s["name"], s["records"], s["bytes_per_token"]) for s in summaries], out_dir, "compare"
-    )
-    rows = [
-        [
-            s["name"],
-            s["config"].model.family,
-            s["steps"],
-            s["tokens"],
-            s["wall_seconds"],
-            s["tokens_per_second"],
-            s["final_train_loss"],
-            s["val_loss"],
-            s["val_bpb"],
-            s["best_val_bpb"],
-        ]
-        for s in sorted(summaries, key=lambda s: s["val_bpb"] if s["val_bpb"] is not None else math.inf)
-    ]
-    md = ["# Run comparison", "", "Sorted by final validation bits per byte.", ""]
-    md.append(
-        _table(
-            [
-                "run",
-                "family",
-                "steps",
-                "tokens",
-                "wall (s)",
-                "tokens/s",
-                "train loss",
-                "val loss",
-                "val bpb",
-                "best val bpb",
-            ],
-            rows,
-        )
-    )
-    md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    path = out_dir / "report.md"
-    io.write_text(path, "\n".join(md) + "\n")
-    return path

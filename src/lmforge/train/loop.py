@@ -5,7 +5,7 @@ and optimizers (train/engine.py), and then runs one loop. At each optimizer step
 
     stop?         max_steps, max_tokens, the time budget, Ctrl-C / SIGTERM, another rank
     evaluate      every eval_every steps and at the end (then a sweep's on_eval may stop the run)
-    checkpoint    every ckpt_every steps and at the end: TrainState.to_meta() + tensors (runs.py)
+    checkpoint    every ckpt_every steps and at the end: TrainState.to_meta() + tensors (checkpoints.py)
     learning rate the schedule at this step -- or, under a time budget, at this share of the budget
     forward/back  micro-steps accumulating gradients to batch_tokens (engine.train_step)
     guard         bad numbers skip the update; ROLLBACK_AFTER in a row roll back (train/guard.py)

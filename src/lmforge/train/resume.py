@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge import runs
+from lmforge import __version__, runs
 from lmforge.config import RunConfig, flatten
 from lmforge.errors import UserError
 from lmforge.train.data import TrainData
@@ -175,7 +175,7 @@ def _write_fresh(run_dir: Path, config: RunConfig, data: TrainData) -> None:
             "tokenizer_hash": data.tokenizer.hash,
             "tokenizer_files_hash": runs.tokenizer_files_hash(data.tokenizer_dir),
             "manifest_hash": data.fingerprint,
-            "lmforge_version": runs.__version__,
+            "lmforge_version": __version__,
             "torch_version": torch.__version__,
         },
     )

@@ -8,7 +8,7 @@ checkpoints need for keys they lack. The rollback (train/guard.py) builds its st
 function, so "what a checkpoint restores" has one definition.
 
 Model weights, optimizer moments and RNG streams are tensors and live in the checkpoint's safetensors
-files (runs.py); this holds the scalars around them.
+files (checkpoints.py); this holds the scalars around them.
 """
 
 from __future__ import annotations
