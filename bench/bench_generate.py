@@ -251,7 +251,8 @@ def main() -> None:
         "Float32, the same weights in all three paths (exported with `lmforge.export.hf.export_hf`); "
         "batch 1, greedy, end-of-text ignored; transformers `generate()` with its KV cache. "
         f"Median (min..max) over {args.rounds} interleaved rounds. The server streams over HTTP on "
-        "the same machine; pieces that pile up while the client reads go out as one event.",
+        "the same machine with its default `--stream-interval` (the first piece at once, then what "
+        "accumulated at most every 0.05 s, as one event).",
         "",
         "lmforge decodes a GPT one token at a time through `generate/fast_decode.py` (one fused step "
         "on preallocated buffers, the norms folded into the matrices, weights laid out per matrix for "

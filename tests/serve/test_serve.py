@@ -28,8 +28,9 @@ HELLO = [{"role": "system", "content": "be brief"}, {"role": "user", "content": 
 def server(chat_run):
     loaded = runs.load_run(chat_run)
     knobs = Knobs(loaded.model)
+    # stream_interval 0: one event per token (unless pieces pile up); the tests below count events.
     config = ServeConfig(max_body_bytes=4096, max_tokens_cap=CAP, default_max_tokens=16, max_concurrent=1,
-                         max_queue=2, queue_timeout=20)  # fmt: skip
+                         max_queue=2, queue_timeout=20, stream_interval=0.0)  # fmt: skip
     srv = ThreadServer(create_app(loaded, config), config)
     srv.knobs = knobs
     yield srv

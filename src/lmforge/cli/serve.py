@@ -38,6 +38,9 @@ def register(subparsers) -> None:
                    help="seconds a client may take to send its request headers (then closed)")  # fmt: skip
     p.add_argument("--body-timeout", type=float, default=10.0,
                    help="seconds a request may take to send its body (then 408)")  # fmt: skip
+    p.add_argument("--stream-interval", type=float, default=0.05, metavar="SECONDS",
+                   help="streamed text goes out at most this often, the first piece at once (0 = one event "
+                   "per token, which costs a small model much of its speed)")  # fmt: skip
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cores / max-concurrent)")
     p.set_defaults(func=run)
 
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         allowed_hosts=args.allowed_host,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
+        stream_interval=args.stream_interval,
     )
     threads = args.threads or max(1, hardware.physical_cores() // args.max_concurrent)
     loaded = load_run(args.run_dir)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -78,11 +80,24 @@ class Slots:
 
 class Generation:
     """Completions run one after another in a worker thread; `events()` yields, on the event loop,
-    ("piece", index, text) and ("end", index, logprobs) for each."""
+    ("piece", index, text) and ("end", index, logprobs) for each.
 
-    def __init__(self, completions: list, n: int, slots: Slots, cancel: threading.Event, score=None) -> None:
+    The worker posts a completion's first piece at once and then what accumulated at most every
+    `interval` seconds (`math.inf`: the rest at the end, for an answer nobody reads until it is whole),
+    so a fast model wakes the event loop some 20 times a second instead of once per token."""
+
+    def __init__(
+        self,
+        completions: list,
+        n: int,
+        slots: Slots,
+        cancel: threading.Event,
+        score=None,
+        interval: float = 0.0,
+    ) -> None:
         self.completions, self.slots, self.cancel, self.score = completions, slots, cancel, score
         self.n = n  # choices per prompt: completion i answers prompt i // n
+        self.interval = interval
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         threading.Thread(target=self._work, daemon=True, name="lmforge-generate").start()
@@ -96,12 +111,19 @@ class Generation:
     def _work(self) -> None:
         try:
             for index, completion in enumerate(self.completions):
+                held, sent = "", -math.inf  # text not posted yet; when the last post went
                 for piece in completion:
-                    self._post("piece", index, piece)
+                    held += piece
+                    now = time.monotonic()
+                    if now - sent >= self.interval:
+                        self._post("piece", index, held)
+                        held, sent = "", now
                     if self.cancel.is_set():
                         break
                 if self.cancel.is_set():
                     break
+                if held:
+                    self._post("piece", index, held)
                 self._post("end", index, self.score(completion, index // self.n) if self.score else None)
             self._post("done", None, None)
         except Exception as exc:  # reported to the client as an error, not a dead connection
