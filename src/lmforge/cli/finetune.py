@@ -61,6 +61,7 @@ def run_task(args: argparse.Namespace):
         unit=args.unit,
         seq_len=args.seq_len,
         from_scratch=args.from_scratch,
+        epochs=args.epochs,
         resume=args.resume,
         progress=not args.no_progress and not args.json,
         log=_log(args),
@@ -92,13 +93,20 @@ def register(subparsers) -> None:
     g.add_argument(
         "--pooling",
         choices=["last", "first", "mean"],
-        help="classification: which hidden state (default last for causal models, first for encoders)",
+        help="classification: which hidden state (default: the recipe's for causal models, first for "
+        "encoders)",
     )
     g.add_argument(
         "--subtoken",
         choices=["first", "last"],
-        default="first",
-        help="ner: the sub-token of a word that carries its tag (default first)",
+        help="ner: the sub-token of a word that carries its tag (default: the recipe's for causal models, "
+        "first for encoders)",
+    )
+    g.add_argument(
+        "--epochs",
+        type=float,
+        help="passes over the training examples (default: the recipe's per task and method; "
+        "--max-steps replaces it)",
     )
     g.add_argument(
         "--unit",
