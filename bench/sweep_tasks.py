@@ -10,7 +10,8 @@ bench_tasks.py does (same --work folder, so both share them), runs every sweep a
     lmforge sweep --config bench/sweeps/NAME.toml --data WORK/data/SET --backbone WORK/bpe/run
                   --out WORK/sweeps/NAME
 
-and prints one Markdown table of every point, best first per sweep, with the baseline on the same
+and prints one Markdown table of every point of every sweep under WORK/sweeps (those run now and any
+run before, so one sweep can be redone alone), best first per sweep, with the baseline on the same
 validation examples (the README quotes it). One seed per point: on validation sets of 50-190
 examples a difference of a few points is noise; the recipes take what wins across sets and methods.
 """
@@ -21,10 +22,9 @@ import argparse
 import csv
 import json
 import shutil
-import time
 from pathlib import Path
 
-from bench_tasks import HERE, backbone, run, task_set
+from bench_tasks import HERE, backbone, final_eval, run, task_set
 
 SWEEPS = sorted(p.stem for p in (HERE / "sweeps").glob("*.toml"))
 
@@ -48,16 +48,17 @@ def main() -> None:
         data = task_set(work, name.split("_")[0])
         out = work / "sweeps" / name
         shutil.rmtree(out, ignore_errors=True)  # every sweep runs afresh
-        start = time.perf_counter()
         config = str(HERE / "sweeps" / f"{name}.toml")
         run(["sweep", "--config", config, "--data", str(data), "--backbone", str(net), "--out", str(out)])
-        with open(out / "results.csv", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        results[name] = {"rows": rows, "seconds": time.perf_counter() - start}
+    for name in SWEEPS:
+        done = work / "sweeps" / name / "results.csv"
+        if done.is_file():
+            with open(done, encoding="utf-8") as handle:
+                results[name] = {"rows": list(csv.DictReader(handle))}
     lines = [
-        "| sweep | lr | epochs | pooling / sub-token | LoRA rank | metric | fine-tuned | baseline | seconds"
-        " |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sweep | lr | epochs | pooling / sub-token | LoRA rank | metric | fine-tuned | baseline | "
+        "also (baseline) | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         for i, row in enumerate(result["rows"]):
@@ -66,10 +67,15 @@ def main() -> None:
             where = info["pooling"] if info["kind"] == "classify" else info["subtoken"]
             value = f"{float(row[metric]):.2f}" if row[metric] else row["state"]
             base = f"{float(row['baseline']):.2f}" if row["baseline"] else "-"
+            final = final_eval(Path(row["run_dir"]))
+            also = "accuracy" if info["kind"] == "classify" else "precision / recall"
+            keys = also.split(" / ")
+            also += " " + " / ".join(f"{final[f'val/{k}']:.2f}" for k in keys)
+            also += " (" + " / ".join(f"{final[f'baseline/{k}']:.2f}" for k in keys) + ")"
             rank = info["lora"]["rank"] or "-"
             lines.append(
                 f"| {name} | {float(row['lr']):g} | {row['epochs']} | {where} | {rank} | "
-                f"{metric.removeprefix('val_')} | {f'**{value}**' if i == 0 else value} | {base} | "
+                f"{metric.removeprefix('val_')} | {f'**{value}**' if i == 0 else value} | {base} | {also} | "
                 f"{float(row['seconds'] or 0):.0f} |"
             )
     table = "\n".join(lines)
