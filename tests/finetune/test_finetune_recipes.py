@@ -39,6 +39,7 @@ def test_steps_for_rounds_up_and_never_gives_zero():
     assert steps_for(2, 100, 16) == 13  # 200 rows in batches of 16
     assert steps_for(1, 32, 16) == 2
     assert steps_for(0.01, 10, 16) == 1
+    assert steps_for(2, 100, 16, min_steps=20) == 20 and steps_for(2, 1000, 16, min_steps=20) == 125
 
 
 def test_every_classify_and_ner_method_has_a_tuned_recipe():
@@ -49,6 +50,7 @@ def test_every_classify_and_ner_method_has_a_tuned_recipe():
     assert recipe("translate", "full").epochs is None  # translation keeps train.max_steps
 
 
+@pytest.mark.slow  # six short runs of the recipe's 100-step floor
 @pytest.mark.parametrize(
     "task, method, extra",
     [
@@ -66,7 +68,9 @@ def test_a_command_without_settings_gets_the_recipe(tiny_run, tmp_path, task, me
     kind = "ner" if task == "ner" else "classify"
     rec = recipe(kind, method)
     n_train = info["examples"]["train"]
-    steps = steps_for(rec.epochs, n_train, 16) if rec.epochs else TASK_DEFAULTS["train.max_steps"]
+    steps = (
+        steps_for(rec.epochs, n_train, 16, rec.min_steps) if rec.epochs else TASK_DEFAULTS["train.max_steps"]
+    )
     assert info["method"] == method and info["epochs"] == rec.epochs
     assert config["optim"]["lr"] == rec.lr and config["train"]["max_steps"] == steps
     assert config["train"]["batch_size"] == TASK_DEFAULTS["train.batch_size"]

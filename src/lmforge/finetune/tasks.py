@@ -219,7 +219,8 @@ def finetune_task(
         passes = epochs if epochs is not None else None if resuming else rec.epochs
         if passes is not None and "train.max_steps" not in updates:
             batch = int(tree["train"]["batch_size"])
-            apply_updates(tree, {"train.max_steps": steps_for(passes, len(fit_ex), batch)})
+            floor = rec.min_steps if epochs is None else 1  # an explicit --epochs is taken as given
+            apply_updates(tree, {"train.max_steps": steps_for(passes, len(fit_ex), batch, floor)})
         config = build_run_config(tree)
         if config.train.batch_tokens:
             raise UserError("train.batch_tokens must stay 0 for task fine-tuning (rows are padded per batch)")
