@@ -140,11 +140,12 @@ def settings(run_dir: Path) -> str:
     method = {"lora": f"LoRA r={info['lora']['rank']}", "probe": "probe"}.get(info.get("method"), "full")
     train = config["train"]
     epochs = train["max_steps"] * train["batch_size"] / info["examples"]["train"]
+    # word by word the rows are aligned words, not the lines `examples` counts: no epochs to show
+    length = ", word by word" if info.get("unit") == "word" else f" ({epochs:.1f} epochs)"
     where = {"classify": f", pooling {info['pooling']}", "ner": f", tag on {info['subtoken']} sub-token"}
-    unit = ", word by word" if info.get("unit") == "word" else ""
     return (
-        f"{method}, lr {config['optim']['lr']:g}, {train['max_steps']} steps of {train['batch_size']} "
-        f"({epochs:.1f} epochs){where.get(info['kind'], '')}{unit}"
+        f"{method}, lr {config['optim']['lr']:g}, {train['max_steps']} steps of {train['batch_size']}"
+        f"{length}{where.get(info['kind'], '')}"
     )
 
 
@@ -159,8 +160,19 @@ def main() -> None:
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
     p.add_argument("--backbone", help="BPE backbone run for classify / ner (default: made under --work)")
     p.add_argument("--char-backbone", help="character-level backbone run for translate (default: made here)")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="print the table again from WORK/tasks.json and the run folders, fine-tuning nothing",
+    )
     args = p.parse_args()
     work = Path(args.work)
+    if args.table_only:
+        saved = json.loads((work / "tasks.json").read_text())
+        for name, row in saved["rows"].items():
+            row["settings"] = settings(work / "runs" / name)
+        print_table(saved["rows"], saved["cpu"])
+        return
     names = [n for n in args.rows.split(",") if n]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
@@ -204,6 +216,12 @@ def main() -> None:
             "settings": settings(out),
         }
     cpu = cpu_name()
+    print_table(results, cpu)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "tasks.json").write_text(json.dumps({"cpu": cpu, "rows": results}, indent=1), encoding="utf-8")
+
+
+def print_table(results: dict, cpu: str) -> None:
     print(f"CPU: {cpu}; fine-tuning threads: 1 per run")
     rows = [
         "| row (train / val examples) | settings | metric | fine-tuned | baseline | baseline is | seconds |",
@@ -218,10 +236,7 @@ def main() -> None:
             f"{' / '.join(fmt(r['metrics'][k]) for k in keys)} | "
             f"{' / '.join(fmt(r['baseline'][k]) for k in keys)} | {r['baseline_name']} | {r['seconds']:.0f} |"
         )
-    table = "\n".join(rows)
-    print(table)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "tasks.json").write_text(json.dumps({"cpu": cpu, "rows": results}, indent=1), encoding="utf-8")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
