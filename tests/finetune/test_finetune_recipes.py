@@ -107,3 +107,12 @@ def test_flags_and_overrides_win_over_the_recipe(tiny_run, tmp_path, capsys):
     assert "--epochs and --max-steps" in err and "Traceback" not in err
     assert main([*args, *QUIET, "--epochs", "0"]) == 2
     assert "--epochs (0.0) must be > 0" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_its_own_pooling_not_todays_recipe(tiny_run, tmp_path):
+    train = write_rows(tmp_path / "train.jsonl", "classify")
+    other = "mean" if recipe("classify", "full").pooling != "mean" else "last"
+    out = tmp_path / "run"
+    finetune(tiny_run, "classify", train, out, "--pooling", other, "--max-steps", "3")
+    config, info = finetune(tiny_run, "classify", train, out, "--resume", "--max-steps", "5")
+    assert config["train"]["max_steps"] == 5 and config["model"]["pooling"] == info["pooling"] == other

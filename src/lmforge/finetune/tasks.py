@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lmforge import runs
+from lmforge import io, runs
 from lmforge.config import apply_updates, build_run_config, flatten, parse_override
 from lmforge.errors import UserError
 from lmforge.finetune import encode as E
@@ -184,10 +184,14 @@ def finetune_task(
     with scratch_dir(out_dir) as tmp:
         backbone = load_backbone(backbone_spec, kind == "translate", Path(tmp), seq_len)
         tok = backbone.tokenizer
+        resuming = resume and (out_dir / "config.json").is_file()
+        # a resumed run keeps its own pooling and sub-token, whatever the recipe says today
+        info_path = out_dir / "task.json"
+        saved = io.read_json_object(info_path) if resuming and info_path.is_file() else {}
         # a causal model has read the whole text (word) only at its last token; an encoder's [CLS] and
         # first sub-token are what it was pretrained to summarise with
-        pooling = pooling or (rec.pooling if backbone.causal else "first")
-        subtoken = subtoken or (rec.subtoken if backbone.causal else "first")
+        pooling = pooling or saved.get("pooling") or (rec.pooling if backbone.causal else "first")
+        subtoken = subtoken or saved.get("subtoken") or (rec.subtoken if backbone.causal else "first")
         model_tree = {
             "family": "task",
             "vocab_size": tok.vocab_size,
@@ -206,7 +210,6 @@ def finetune_task(
         apply_updates(tree, flatten(backbone.base_tree))
         apply_updates(tree, {**TASK_DEFAULTS, "data.path": str(train_spec), "data.weights": {}})
         apply_updates(tree, {"optim.lr": rec.lr})
-        resuming = resume and (out_dir / "config.json").is_file()
         if resuming:  # continue the run as it was configured
             apply_updates(tree, run_settings(out_dir))
         apply_updates(tree, {f"model.{k}": v for k, v in model_tree.items()})
