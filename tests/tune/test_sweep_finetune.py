@@ -63,6 +63,7 @@ steps = 40
 """
 
 
+@pytest.mark.slow  # fine-tuning trials
 def test_a_finetune_sweep_ranks_trials_by_the_task_metric_beside_its_baseline(
     tiny_run, task_folder, tmp_path, capsys
 ):
@@ -90,6 +91,7 @@ def test_a_finetune_sweep_ranks_trials_by_the_task_metric_beside_its_baseline(
     assert "train.max_steps=40" in best and "baseline" in best and "majority class" in best
 
 
+@pytest.mark.slow  # fine-tuning trials
 def test_finetune_options_are_searched_as_finetune_keys(tiny_run, task_folder, tmp_path, capsys):
     body = SWEEP.replace(
         '"optim.lr" = { choices = [1e-7, 3e-3] }', '"finetune.pooling" = { choices = ["mean"] }'
