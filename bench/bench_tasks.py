@@ -10,12 +10,14 @@
    NER, and character-level on both editions (`shakespeare:both`) for translation -- the
    word-by-word recipe (`--unit word`) needs a tokenizer that spells. Each is made once under --work
    and reused; pass --backbone / --char-backbone to use other runs.
-3. Each row fine-tunes with `lmforge finetune` and reads the final validation evaluation that
-   finetune records (metrics.jsonl `task_eval`: the model's figures and the baseline's on the same
-   examples -- majority class, all-O, or the source copied).
+3. Each row fine-tunes with `lmforge finetune` -- the classify and NER rows with finetune's default
+   recipe for their method (recipes.py; bench/sweep_tasks.py runs the sweeps it was chosen by, on
+   the same backbone and sets) -- and reads the final validation evaluation that finetune records
+   (metrics.jsonl `task_eval`: the model's figures and the baseline's on the same examples --
+   majority class, all-O, or the source copied). The settings column is read back from each run.
 
-Prints a Markdown table (the one in the README) and writes WORK/tasks.json. The figures move by a
-few points between seeds and with the machine's load (the backbones are trained to a time budget).
+Prints the CPU and a Markdown table (the one in the README) and writes WORK/tasks.json. The figures
+move by a few points between seeds; the seconds move with the machine's load.
 """
 
 from __future__ import annotations
@@ -62,25 +64,26 @@ TRANSLATE = [
     "train.ckpt_every=200",
 ]
 # name -> (data set, finetune task, backbone, metric keys, extra finetune arguments); translate first, the
-# row the table exists to settle
+# row the table exists to settle. The classify / ner rows name only the method: learning rate, length,
+# pooling and sub-token are finetune's recipe defaults (recipes.py, chosen by bench/sweep_tasks.py).
 ROWS = {
     "translate": ("translate", "translate", "char", ("bleu", "chrf"), TRANSLATE),
     "genre": ("genre", "classify", "bpe", ("accuracy", "macro_f1"), []),
-    "ner": ("ner", "ner", "bpe", ("precision", "recall", "f1", "token_accuracy"), ["--subtoken", "last"]),
+    "ner": ("ner", "ner", "bpe", ("precision", "recall", "f1", "token_accuracy"), []),
     "speaker": ("speaker", "classify", "bpe", ("accuracy", "macro_f1"), []),
     "genre-lora": (
         "genre",
         "classify",
         "bpe",
         ("accuracy", "macro_f1"),
-        ["--lora-rank", "8", "optim.lr=3e-3"],
+        ["--lora-rank", "8"],
     ),
     "genre-probe": (
         "genre",
         "classify",
         "bpe",
         ("accuracy", "macro_f1"),
-        ["--freeze-backbone", "optim.lr=3e-3"],
+        ["--freeze-backbone"],
     ),
 }
 
@@ -111,6 +114,41 @@ def backbone(work: Path, kind: str, given: str | None) -> Path:
     return out
 
 
+def task_set(work: Path, dataset: str) -> Path:
+    """The demonstration set `dataset`, made (once) under WORK/data."""
+    data = work / "data" / dataset
+    if not (data / "card.json").is_file():
+        run(["data", "tasks", "--task", dataset, "--out", str(data), *DATASETS[dataset]])
+    return data
+
+
+def cpu_name() -> str:
+    """The CPU model as lscpu names it (from /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def settings(run_dir: Path) -> str:
+    """How a row was fine-tuned, read back from its run folder: method, learning rate, steps, epochs."""
+    config = json.loads((run_dir / "config.json").read_text())
+    info = json.loads((run_dir / "task.json").read_text())
+    method = {"lora": f"LoRA r={info['lora']['rank']}", "probe": "probe"}.get(info.get("method"), "full")
+    train = config["train"]
+    epochs = train["max_steps"] * train["batch_size"] / info["examples"]["train"]
+    # word by word the rows are aligned words, not the lines `examples` counts: no epochs to show
+    length = ", word by word" if info.get("unit") == "word" else f" ({epochs:.1f} epochs)"
+    where = {"classify": f", pooling {info['pooling']}", "ner": f", tag on {info['subtoken']} sub-token"}
+    return (
+        f"{method}, lr {config['optim']['lr']:g}, {train['max_steps']} steps of {train['batch_size']}"
+        f"{length}{where.get(info['kind'], '')}"
+    )
+
+
 def final_eval(run_dir: Path) -> dict:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     return next(r for r in reversed(records) if r.get("event") == "task_eval")
@@ -122,8 +160,19 @@ def main() -> None:
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
     p.add_argument("--backbone", help="BPE backbone run for classify / ner (default: made under --work)")
     p.add_argument("--char-backbone", help="character-level backbone run for translate (default: made here)")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="print the table again from WORK/tasks.json and the run folders, fine-tuning nothing",
+    )
     args = p.parse_args()
     work = Path(args.work)
+    if args.table_only:
+        saved = json.loads((work / "tasks.json").read_text())
+        for name, row in saved["rows"].items():
+            row["settings"] = settings(work / "runs" / name)
+        print_table(saved["rows"], saved["cpu"])
+        return
     names = [n for n in args.rows.split(",") if n]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
@@ -133,9 +182,7 @@ def main() -> None:
     results = {}
     for name in names:
         dataset, task, kind, keys, extra = ROWS[name]
-        data = work / "data" / dataset
-        if not (data / "card.json").is_file():
-            run(["data", "tasks", "--task", dataset, "--out", str(data), *DATASETS[dataset]])
+        data = task_set(work, dataset)
         out = work / "runs" / name
         shutil.rmtree(out, ignore_errors=True)  # a row is always fine-tuned afresh
         start = time.perf_counter()
@@ -166,24 +213,30 @@ def main() -> None:
             "baseline_name": final.get("baseline"),
             "seconds": time.perf_counter() - start,
             "args": extra,
+            "settings": settings(out),
         }
+    cpu = cpu_name()
+    print_table(results, cpu)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "tasks.json").write_text(json.dumps({"cpu": cpu, "rows": results}, indent=1), encoding="utf-8")
+
+
+def print_table(results: dict, cpu: str) -> None:
+    print(f"CPU: {cpu}; fine-tuning threads: 1 per run")
     rows = [
-        "| row (train / val examples) | metric | fine-tuned | baseline | baseline is | seconds |",
-        "|---|---|---|---|---|---|",
+        "| row (train / val examples) | settings | metric | fine-tuned | baseline | baseline is | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         keys = list(r["metrics"])
         fmt = (lambda v: f"{v:.1f}") if r["task"] == "translate" else (lambda v: f"{v:.2f}")
         rows.append(
-            f"| {name} ({r['examples']['train']} / {r['examples']['val']}) | {' / '.join(keys)} | "
+            f"| {name} ({r['examples']['train']} / {r['examples']['val']}) | {r['settings']} | "
+            f"{' / '.join(keys)} | "
             f"{' / '.join(fmt(r['metrics'][k]) for k in keys)} | "
             f"{' / '.join(fmt(r['baseline'][k]) for k in keys)} | {r['baseline_name']} | {r['seconds']:.0f} |"
         )
-    table = "\n".join(rows)
-    print(table)
-    work.mkdir(parents=True, exist_ok=True)
-    cpu = platform.processor() or platform.machine()
-    (work / "tasks.json").write_text(json.dumps({"cpu": cpu, "rows": results}, indent=1), encoding="utf-8")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import torch
 from lmforge.cli import main
 from lmforge.errors import UserError
 from lmforge.finetune.predict import load_task_run
+from lmforge.finetune.recipes import recipe
 
 transformers = pytest.importorskip("transformers")
 
@@ -80,7 +81,8 @@ def test_tiny_gpt2_classify_with_lora_and_translate(tmp_path, capsys):
     args = ["finetune", str(gpt2), "--task", "classify", "--train", str(train), "--out", str(out)]
     assert main([*args, *FAST, *val_of(train), "--lora-rank", "2"]) == 0
     run = load_task_run(out)  # adapters merged on load (GPT-2's Conv1D layers)
-    assert run.info["backbone"]["kind"] == "hf" and run.model.config.pooling == "last"
+    causal = recipe("classify", "lora").pooling  # a causal model pools as the recipe says; an encoder, first
+    assert run.info["backbone"]["kind"] == "hf" and run.model.config.pooling == causal
     capsys.readouterr()
     assert main(["eval", str(out), "--data", str(train), "--json"]) == 0
     assert 0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1

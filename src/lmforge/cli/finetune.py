@@ -26,6 +26,7 @@ TASK_FLAGS: dict[str, str | None] = {
     "subtoken": None,
     "unit": None,
     "from_scratch": None,
+    "epochs": None,
 }
 
 
@@ -96,13 +97,20 @@ def register(subparsers) -> None:
     g.add_argument(
         "--pooling",
         choices=["last", "first", "mean"],
-        help="classification: which hidden state (default last for causal models, first for encoders)",
+        help="classification: which hidden state (default: the recipe's for causal models, first for "
+        "encoders)",
     )
     g.add_argument(
         "--subtoken",
         choices=["first", "last"],
-        default="first",
-        help="ner: the sub-token of a word that carries its tag (default first)",
+        help="ner: the sub-token of a word that carries its tag (default: the recipe's for causal models, "
+        "first for encoders)",
+    )
+    g.add_argument(
+        "--epochs",
+        type=float,
+        help="passes over the training examples (default: the recipe's per task and method; "
+        "--max-steps replaces it)",
     )
     g.add_argument(
         "--unit",

@@ -8,11 +8,16 @@ def register(subparsers) -> None:
         "sweep",
         help="search hyperparameters (grid, random or Optuna TPE with pruning)",
         description="Run the trials of a sweep file (base config, search space over dotted keys, method, "
-        "per-trial budget) into SWEEP_DIR; results.md / results.csv sorted by validation bpb, best.toml.",
+        "per-trial budget) into SWEEP_DIR; results.md / results.csv sorted by validation bpb, best.toml. "
+        'With verb = "finetune" each trial is an `lmforge finetune` run, judged by the task\'s validation '
+        "metric beside its baseline.",
     )
     p.add_argument("--config", required=True, help="the sweep TOML file (see lmforge/tune/space.py)")
     p.add_argument("--out", required=True, help="SWEEP_DIR: trials/NNN run folders, results, plots")
-    p.add_argument("--data", help="DATA_DIR (overrides `data` in the sweep file)")
+    p.add_argument(
+        "--data", help="DATA_DIR, or a finetune sweep's task data (overrides `data` in the sweep file)"
+    )
+    p.add_argument("--backbone", help="a finetune sweep's backbone run (overrides [finetune] backbone)")
     p.add_argument("--n-trials", type=int, help="number of trials (overrides n_trials)")
     p.add_argument("--resume", action="store_true", help="continue SWEEP_DIR; finished trials are kept")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -34,6 +39,8 @@ def run(args) -> int:
     tree = read_toml(args.config)
     if args.data:
         tree["data"] = args.data
+    if args.backbone:
+        tree.setdefault("finetune", {})["backbone"] = args.backbone
     if args.n_trials is not None:
         tree["n_trials"] = args.n_trials
     spec = parse_sweep(tree)
@@ -45,8 +52,10 @@ def run(args) -> int:
         counts = ", ".join(f"{summary.get(s, 0)} {s}" for s in ("complete", "pruned", "failed"))
         print(f"{summary['trials']} trials ({counts}); results in {args.out}/results.md")
         if best:
+            kept = "best.txt" if spec.verb == "finetune" else "best.toml"
+            against = f" (baseline {best['baseline']:.4f})" if best.get("baseline") is not None else ""
             print(
-                f"best: trial {best['trial']:03d}, {spec.metric} {best[spec.metric.replace('/', '_')]:.4f} "
-                f"-> {args.out}/best.toml"
+                f"best: trial {best['trial']:03d}, {spec.metric} {best[spec.metric.replace('/', '_')]:.4f}"
+                f"{against} -> {args.out}/{kept}"
             )
     return 0

@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lmforge import runs
+from lmforge import io, runs
 from lmforge.config import apply_updates, build_run_config, flatten, parse_override
 from lmforge.errors import UserError
 from lmforge.finetune import encode as E
 from lmforge.finetune.backbones import load_backbone, scratch_dir
+from lmforge.finetune.recipes import method_of, recipe, steps_for
 from lmforge.finetune.task_data import label_list, read_examples, split_examples, task_kind
 from lmforge.finetune.words import word_examples
 from lmforge.models.heads import TaskModel
@@ -42,7 +43,8 @@ from lmforge.train.resume import run_settings
 
 logger = logging.getLogger(__name__)
 
-# Fine-tuning is short: defaults below the user's key=value overrides, above the backbone run's config.
+# Fine-tuning is short: defaults below the user's key=value overrides, above the backbone run's config;
+# the learning rate and length per task and method come from recipes.py on top of these.
 TASK_DEFAULTS = {
     "train.max_steps": 200,
     "train.time_budget": 0.0,
@@ -133,14 +135,20 @@ def finetune_task(
     lora_alpha: float = 16.0,
     freeze_backbone: bool = False,
     pooling: str | None = None,
-    subtoken: str = "first",
+    subtoken: str | None = None,
     unit: str = "line",
     seq_len: int | None = None,
     from_scratch: bool = False,
     resume: bool = False,
     progress: bool = True,
+    epochs: float | None = None,
+    on_eval=None,
 ):
-    """Fine-tune BACKBONE for `task` into OUT_DIR; returns (TrainResult, final validation metrics)."""
+    """Fine-tune BACKBONE for `task` into OUT_DIR; returns (TrainResult, final validation metrics).
+
+    `pooling`, `subtoken`, `epochs` and the learning rate default to the recipe for the task and
+    method (recipes.py); `max_steps` or a `train.max_steps=` override replaces the epochs.
+    `on_eval` is train()'s hook after each validation pass (a sweep's pruning)."""
     from lmforge.finetune.predict import evaluate_examples, load_task_run
 
     kind = task_kind(task)
@@ -151,6 +159,10 @@ def finetune_task(
         raise UserError(
             "--lora-rank and --freeze-backbone exclude each other: LoRA already freezes the backbone"
         )
+    if epochs is not None and not epochs > 0:
+        raise UserError(f"--epochs ({epochs}) must be > 0")
+    method = method_of(lora_rank, freeze_backbone)
+    rec = recipe(kind, method)
     train_ex = read_examples(train_spec, task)
     if val_spec:
         val_ex = read_examples(val_spec, task)
@@ -174,7 +186,14 @@ def finetune_task(
     with scratch_dir(out_dir) as tmp:
         backbone = load_backbone(backbone_spec, kind == "translate", Path(tmp), seq_len)
         tok = backbone.tokenizer
-        pooling = pooling or ("last" if backbone.causal else "first")
+        resuming = resume and (out_dir / "config.json").is_file()
+        # a resumed run keeps its own pooling and sub-token, whatever the recipe says today
+        info_path = out_dir / "task.json"
+        saved = io.read_json_object(info_path) if resuming and info_path.is_file() else {}
+        # a causal model has read the whole text (word) only at its last token; an encoder's [CLS] and
+        # first sub-token are what it was pretrained to summarise with
+        pooling = pooling or saved.get("pooling") or (rec.pooling if backbone.causal else "first")
+        subtoken = subtoken or saved.get("subtoken") or (rec.subtoken if backbone.causal else "first")
         model_tree = {
             "family": "task",
             "vocab_size": tok.vocab_size,
@@ -192,13 +211,21 @@ def finetune_task(
         tree: dict = {}
         apply_updates(tree, flatten(backbone.base_tree))
         apply_updates(tree, {**TASK_DEFAULTS, "data.path": str(train_spec), "data.weights": {}})
-        if resume and (out_dir / "config.json").is_file():  # continue the run as it was configured
+        apply_updates(tree, {"optim.lr": rec.lr})
+        if resuming:  # continue the run as it was configured
             apply_updates(tree, run_settings(out_dir))
         apply_updates(tree, {f"model.{k}": v for k, v in model_tree.items()})
         updates = dict(parse_override(o) for o in overrides)
         if max_steps is not None:
             updates["train.max_steps"] = max_steps
+        if epochs is not None and "train.max_steps" in updates:
+            raise UserError("--epochs and --max-steps (train.max_steps) both set the length; give one")
         apply_updates(tree, updates)
+        passes = epochs if epochs is not None else None if resuming else rec.epochs
+        if passes is not None and "train.max_steps" not in updates:
+            batch = int(tree["train"]["batch_size"])
+            floor = rec.min_steps if epochs is None else 1  # an explicit --epochs is taken as given
+            apply_updates(tree, {"train.max_steps": steps_for(passes, len(fit_ex), batch, floor)})
         config = build_run_config(tree)
         if config.train.batch_tokens:
             raise UserError("train.batch_tokens must stay 0 for task fine-tuning (rows are padded per batch)")
@@ -213,13 +240,15 @@ def finetune_task(
         model.init_weights()
         initial_weights(model, backbone.model, from_scratch)
         trainable = model.num_trainable()
-        how = f"LoRA r={lora_rank}" if lora_rank else "probe" if freeze_backbone else "full"
+        how = f"LoRA r={lora_rank}" if lora_rank else method
+        steps = config.train.max_steps
+        seen = steps * config.train.batch_size / len(fit_ex)
         logger.info(
             f"{task}: {len(train_ex)} train / {len(val_ex)} val examples"
             + (f", {len(labels)} labels" if labels else "")
             + (f" ({len(fit_ex)} / {len(fit_val)} aligned words)" if unit == "word" else "")
             + f"; backbone {backbone.kind} {backbone.source}; {trainable:,} of {model.num_params():,} "
-            f"parameters trained ({how})"
+            f"parameters trained ({how}); {steps} steps, {seen:.1f} epochs at lr {config.optim.lr:g}"
         )
         init = Path(tmp) / "init"
         init.mkdir()
@@ -238,6 +267,8 @@ def finetune_task(
             "from_scratch": from_scratch,
             "lora": {"rank": lora_rank, "alpha": float(lora_alpha)},
             "freeze_backbone": freeze_backbone,
+            "method": method,
+            "epochs": passes if passes is not None and "train.max_steps" not in updates else None,
             "tokenizer_hash": tok.hash,
             "train": str(train_spec),
             "val": str(val_spec) if val_spec else "hash split of --train (1 in 10)",
@@ -247,7 +278,9 @@ def finetune_task(
         out_dir.mkdir(parents=True, exist_ok=True)
         if not resume or not (out_dir / "task.json").is_file():
             runs.write_json_atomic(out_dir / "task.json", info)
-        result = train(config, data, out_dir, resume=resume, progress=progress, init_from=init)
+        result = train(
+            config, data, out_dir, resume=resume, progress=progress, init_from=init, on_eval=on_eval
+        )
 
     metrics = evaluate_examples(load_task_run(out_dir), val_ex)
     scalar = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and k != "n"}

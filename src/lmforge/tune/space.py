@@ -23,6 +23,28 @@
     "model.n_layer" = { low = 1, high = 4 }            # ints: every integer (or `step`)
     "data.weights.poems" = { low = 0.0, high = 1.0, num = 3 }   # `num`: grid points of a float range
 
+A sweep over fine-tuning (`verb = "finetune"`) runs `lmforge finetune` per trial instead; `data` is the
+task data (a .jsonl / .csv file, or a folder with train.jsonl and val.jsonl as `lmforge data tasks`
+writes), and the objective is the task's validation metric (maximised; the baseline is recorded):
+
+    verb = "finetune"
+    data = "tasks/genre"
+    metric = "val/macro_f1"      # classify: val/macro_f1 (default) | val/accuracy; ner: val/f1 (default)
+                                 # | val/precision | val/recall | val/token_accuracy; translate: val/chrf
+                                 # (default) | val/bleu
+
+    [finetune]                   # what `lmforge finetune BACKBONE --task TASK` gets on every trial
+    backbone = "runs/base"
+    task = "classify"
+    lora_rank = 8                # optional: any of FINETUNE_OPTIONS, fixed for every trial
+
+    [space]                      # finetune.OPTION keys, and optim / schedule / train keys
+    "optim.lr" = { choices = [1e-3, 3e-3] }
+    "finetune.epochs" = { choices = [2, 6] }
+    "finetune.pooling" = { choices = ["last", "mean"] }
+
+[budget] is optional there: without it each trial's length is the recipe's (or `finetune.epochs`).
+
 Mixture weights: once any `data.weights.*` is set, a source without a weight gets no batches (see
 train/loop.py `open_data`), so a sweep over one source's weight sets the others in [base].
 
@@ -58,9 +80,32 @@ TOP_KEYS = {
     "budget",
     "base",
     "space",
+    "verb",
+    "finetune",
 }
+VERBS = ("train", "finetune")
 METHODS = ("grid", "random", "tpe")
 METRICS = ("val/bpb", "val/loss")
+# finetune sweeps: the metrics of each task kind, the default objective first (all but the loss maximised)
+TASK_METRICS = {
+    "classify": ("val/macro_f1", "val/accuracy", "val/loss"),
+    "ner": ("val/f1", "val/precision", "val/recall", "val/token_accuracy", "val/loss"),
+    "translate": ("val/chrf", "val/bleu", "val/loss"),
+}
+TASK_KINDS = {"classify": "classify", "sentiment": "classify", "ner": "ner", "translate": "translate"}
+# [finetune] / "finetune.KEY" options: the arguments of finetune_task a sweep may set, with their type or
+# their allowed values
+FINETUNE_OPTIONS: dict[str, type | tuple] = {
+    "lora_rank": int,
+    "lora_alpha": float,
+    "freeze_backbone": bool,
+    "pooling": ("last", "first", "mean"),
+    "subtoken": ("first", "last"),
+    "epochs": float,
+    "unit": ("line", "word"),
+    "seq_len": int,
+}
+FINETUNE_PATHS = ("backbone", "task", "val")
 BUDGETS = {"steps": "train.max_steps", "tokens": "train.max_tokens", "seconds": "train.time_budget"}
 
 
@@ -112,7 +157,7 @@ class Param:
 class SweepSpec:
     data: str
     space: list[Param]
-    budget: tuple[str, float]  # ("steps" | "tokens" | "seconds", amount)
+    budget: tuple[str, float] | None  # ("steps" | "tokens" | "seconds", amount); None: finetune's own
     preset: str | None = None
     base: dict[str, Any] = field(default_factory=dict)  # dotted key -> value
     method: str = "tpe"
@@ -122,6 +167,13 @@ class SweepSpec:
     prune: bool = True
     prune_startup_trials: int = 2
     enqueue: list[dict[str, Any]] = field(default_factory=list)
+    verb: str = "train"  # train | finetune: what each trial runs
+    finetune: dict[str, Any] = field(default_factory=dict)  # backbone, task, val and fixed options
+
+    @property
+    def maximize(self) -> bool:
+        """Task metrics (accuracy, F1, BLEU, ...) are maximised; losses and bits-per-byte minimised."""
+        return self.metric not in ("val/bpb", "val/loss")
 
     def to_json(self) -> str:
         """A stable description, stored in SWEEP_DIR so a resume can refuse a changed sweep."""
@@ -184,30 +236,48 @@ def parse_sweep(tree: dict) -> SweepSpec:
     space = [_param(n, raw) for n, raw in _flatten_space(tree.get("space", {})).items()]
     if not space:
         raise UserError('the sweep file has no [space]; add at least one key, e.g. "optim.lr" = {...}')
+    verb = tree.get("verb", "train")
+    if verb not in VERBS:
+        raise UserError(f"verb '{verb}' is not one of {', '.join(VERBS)}")
+    finetune = dict(tree.get("finetune", {}))
+    if verb == "train" and finetune:
+        raise UserError('[finetune] is for sweeps over fine-tuning; add verb = "finetune" or remove it')
     budget = tree.get("budget", {})
-    if len(budget) != 1 or next(iter(budget)) not in BUDGETS:
+    if verb == "finetune" and not budget:
+        kind, amount = None, None
+    elif len(budget) != 1 or next(iter(budget)) not in BUDGETS:
         raise UserError("[budget] needs exactly one of steps, tokens or seconds (per trial)")
-    kind, amount = next(iter(budget.items()))
-    if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
-        raise UserError(f"[budget] {kind} must be a positive number, got {amount!r}")
+    else:
+        kind, amount = next(iter(budget.items()))
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
+            raise UserError(f"[budget] {kind} must be a positive number, got {amount!r}")
+    metrics = METRICS
+    if verb == "finetune":
+        _check_finetune_table(finetune)
+        metrics = TASK_METRICS[TASK_KINDS[finetune["task"]]]
     spec = SweepSpec(
         data=str(tree["data"]),
         space=space,
-        budget=(kind, amount),
+        budget=(kind, amount) if kind else None,
         preset=tree.get("preset"),
         base=flatten(tree.get("base", {})),
         method=tree.get("method", "tpe"),
         n_trials=tree.get("n_trials", 10),
-        metric=tree.get("metric", "val/bpb"),
+        metric=tree.get("metric", metrics[0]),
         seed=tree.get("seed", 0),
         prune=bool(tree.get("prune", True)),
         prune_startup_trials=tree.get("prune_startup_trials", 2),
         enqueue=[flatten(e) for e in tree.get("enqueue", [])],
+        verb=verb,
+        finetune=finetune,
     )
     if spec.method not in METHODS:
         raise UserError(f"method '{spec.method}' is not one of {', '.join(METHODS)}")
-    if spec.metric not in METRICS:
-        raise UserError(f"metric '{spec.metric}' is not one of {', '.join(METRICS)}")
+    if spec.metric not in metrics:
+        what = f"--task {finetune['task']}" if verb == "finetune" else "a training sweep"
+        raise UserError(f"metric '{spec.metric}' does not fit {what}; use one of {', '.join(metrics)}")
+    if verb == "finetune":
+        _check_finetune_space(spec)
     if not isinstance(spec.n_trials, int) or spec.n_trials < 1:
         raise UserError(f"n_trials ({spec.n_trials!r}) must be a positive integer")
     names = {p.name for p in space}
@@ -215,6 +285,79 @@ def parse_sweep(tree: dict) -> SweepSpec:
         if set(entry) - names:
             raise UserError(f"enqueue names key(s) {sorted(set(entry) - names)} that are not in [space]")
     return spec
+
+
+def _check_finetune_table(table: dict) -> None:
+    unknown = set(table) - set(FINETUNE_PATHS) - set(FINETUNE_OPTIONS)
+    if unknown:
+        known = ", ".join([*FINETUNE_PATHS, *FINETUNE_OPTIONS])
+        raise UserError(f"[finetune] has unknown key(s) {sorted(unknown)}; known: {known}")
+    for key in ("backbone", "task"):
+        if not table.get(key):
+            raise UserError(f'[finetune] needs {key} = "..." (the backbone run and the task to fine-tune)')
+    if table["task"] not in TASK_KINDS:
+        raise UserError(f"[finetune] task '{table['task']}' is not one of {', '.join(TASK_KINDS)}")
+    for key, value in table.items():
+        if key in FINETUNE_OPTIONS:
+            check_option(key, value, "[finetune]")
+
+
+def check_option(name: str, value: Any, where: str) -> None:
+    """A finetune option's value has its type (ints pass for floats) or is one of its allowed values."""
+    kind = FINETUNE_OPTIONS[name]
+    if isinstance(kind, tuple):
+        if value not in kind:
+            raise UserError(f"{where} '{name}' = {value!r} is not one of {', '.join(kind)}")
+        return
+    fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        fits = True
+    if not fits:
+        raise UserError(f"{where} '{name}' must be {kind.__name__}, got {value!r}")
+    if kind is not bool and value < (0 if name == "lora_rank" else 1e-12):
+        raise UserError(f"{where} '{name}' must be {'>= 0' if name == 'lora_rank' else '> 0'}, got {value!r}")
+
+
+def split_finetune(spec: SweepSpec, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(finetune_task options, dotted config overrides) of a trial: [finetune], [base], budget, params."""
+    options = {k: v for k, v in spec.finetune.items() if k in FINETUNE_OPTIONS}
+    overrides: dict[str, Any] = {}
+    if spec.budget:
+        kind, amount = spec.budget
+        overrides[BUDGETS[kind]] = int(amount) if kind != "seconds" else float(amount)
+        if kind != "steps":
+            overrides["train.max_steps"] = 1_000_000
+    for key, value in {**spec.base, **params}.items():
+        if key.startswith("finetune."):
+            options[key.removeprefix("finetune.")] = value
+        else:
+            overrides[key] = value
+    return options, overrides
+
+
+def _check_finetune_space(spec: SweepSpec) -> None:
+    """Keys a finetune trial can set: finetune.OPTION, or optim / schedule / train settings."""
+    for name in [*spec.base, *(p.name for p in spec.space)]:
+        section, _, rest = name.partition(".")
+        if section == "finetune":
+            if rest not in FINETUNE_OPTIONS:
+                raise UserError(
+                    f"'{name}' is not a finetune option; known: "
+                    + ", ".join(f"finetune.{k}" for k in FINETUNE_OPTIONS)
+                )
+        elif section not in ("optim", "schedule", "train"):
+            raise UserError(
+                f"'{name}': a finetune sweep takes the model and data from the backbone and the task data; "
+                "search finetune.OPTION or optim / schedule / train keys"
+            )
+    for param in spec.space:
+        if param.name.startswith("finetune."):
+            for value in param.extremes():
+                check_option(param.name.removeprefix("finetune."), value, "[space]")
+    given = [*spec.finetune, *spec.base, *(p.name for p in spec.space)]
+    lengths = {"epochs", "train.max_steps"} & {name.removeprefix("finetune.") for name in given}
+    if spec.budget and lengths:
+        raise UserError(f"[budget] and {sorted(lengths)} both set a trial's length; keep one")
 
 
 def load_sweep(path: str | Path) -> SweepSpec:

@@ -6,7 +6,11 @@
       trials/NNN/           a run folder per trial (config.json, metrics.jsonl, ckpt/, ...)
       results.csv  results.md   trials sorted by the metric (validation bits-per-byte by default)
       best.toml             the best trial's full config, ready for `lmforge train --config`
+                            (a sweep over fine-tuning: best.txt, the `lmforge finetune` command instead)
       params.png  history.png   the metric against each swept parameter; per trial, best so far
+
+`verb = "finetune"` sweeps `lmforge finetune` runs instead (task_trials.py): the objective is the
+task's validation metric, maximised, with the trivial baseline recorded beside every trial.
 
 The search is Optuna's (grid, random, or TPE) -- a maintained library, not a search algorithm written
 here. Pruning: after every validation pass the loop calls `on_eval`, which reports the metric to
@@ -36,11 +40,22 @@ from lmforge.config import build_run_config
 from lmforge.errors import UserError
 from lmforge.train.loop import train
 from lmforge.tune.space import SweepSpec, base_tree, check_space, grid_size, to_toml, trial_tree
+from lmforge.tune.task_trials import (
+    TaskData,
+    check_task_space,
+    finetune_command,
+    metric_names,
+    run_task_trial,
+)
 
 logger = logging.getLogger(__name__)
 
 STUDY = "sweep"
-METRIC_COLUMN = {"val/bpb": "val_bpb", "val/loss": "val_loss"}
+
+
+def column(metric: str) -> str:
+    """results.csv's column of a metric: val/bpb -> val_bpb, val/macro_f1 -> val_macro_f1."""
+    return metric.replace("/", "_")
 
 
 def _optuna():
@@ -89,7 +104,7 @@ def _open_study(optuna, spec: SweepSpec, out_dir: Path, resume: bool):
         storage=storage,
         sampler=_sampler(optuna, spec),
         pruner=pruner,
-        direction="minimize",
+        direction="maximize" if spec.maximize else "minimize",
         load_if_exists=True,
     )
 
@@ -179,18 +194,21 @@ def run_sweep(
     preset_path: Path | None = None,
 ) -> dict:
     """Run the sweep's remaining trials into OUT_DIR; returns a summary (best trial, counts)."""
-    from lmforge.data.shards import read_manifest
-    from lmforge.data.tokenizer import load_tokenizer
-
     optuna = _optuna()
     out_dir = Path(out_dir)
-    data_dir = Path(spec.data)
-    if not data_dir.is_dir():
-        raise UserError(f"data folder '{data_dir}' does not exist; make it with `lmforge data prepare`")
-    tokenizer = load_tokenizer(data_dir / "tokenizer")
-    sources = sorted(read_manifest(data_dir / "shards")["splits"]["train"].get("sources", {}))
-    check_space(spec, preset_path, tokenizer.vocab_size, sources)  # before any trial runs
-    base = base_tree(spec, preset_path)
+    if spec.verb == "finetune":
+        task_data = check_task_space(spec)  # before any trial runs
+    else:
+        from lmforge.data.shards import read_manifest
+        from lmforge.data.tokenizer import load_tokenizer
+
+        data_dir = Path(spec.data)
+        if not data_dir.is_dir():
+            raise UserError(f"data folder '{data_dir}' does not exist; make it with `lmforge data prepare`")
+        tokenizer = load_tokenizer(data_dir / "tokenizer")
+        sources = sorted(read_manifest(data_dir / "shards")["splits"]["train"].get("sources", {}))
+        check_space(spec, preset_path, tokenizer.vocab_size, sources)  # before any trial runs
+        base = base_tree(spec, preset_path)
     n_trials = min(spec.n_trials, grid_size(spec)) if spec.method == "grid" else spec.n_trials
     study = _open_study(optuna, spec, out_dir, resume)
     if not study.trials:
@@ -211,14 +229,21 @@ def run_sweep(
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
 
         def on_eval(step: int, record: dict) -> bool:
-            trial.report(record[spec.metric], step)
+            if spec.verb == "finetune":  # the loss, in the objective's direction (see task_trials.py)
+                trial.report(-record["val/loss"] if spec.maximize else record["val/loss"], step)
+            else:
+                trial.report(record[spec.metric], step)
             return trial.should_prune()
 
         start = time.perf_counter()
+        metrics: dict = {}
         try:
-            config = build_run_config(trial_tree(spec, base, params), tokenizer.vocab_size)
-            with logs.silenced("lmforge.train"):
-                result = train(config, data_dir, run_dir, progress=False, on_eval=on_eval)
+            if spec.verb == "finetune":
+                result, metrics, _ = run_task_trial(spec, task_data, params, run_dir, on_eval)
+            else:
+                config = build_run_config(trial_tree(spec, base, params), tokenizer.vocab_size)
+                with logs.silenced("lmforge.train"):
+                    result = train(config, data_dir, run_dir, progress=False, on_eval=on_eval)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -238,18 +263,27 @@ def run_sweep(
         trial.set_user_attr("tokens", result.tokens)
         trial.set_user_attr("seconds", round(seconds, 2))
         trial.set_user_attr("val_loss", val.get("loss"))
-        trial.set_user_attr("val_bpb", val.get("bpb"))
+        if spec.verb == "finetune":
+            _record_task_metrics(trial, spec, metrics, run_dir)
+        else:
+            trial.set_user_attr("val_bpb", val.get("bpb"))
         if result.stopped_by == "on_eval":
             logger.info(
                 f"trial {trial.number:03d}: {shown} -> pruned at step {result.steps} ({seconds:.1f}s)"
             )
             raise optuna.TrialPruned()
-        value = val.get("loss" if spec.metric == "val/loss" else "bpb", math.nan)
+        name = spec.metric.removeprefix("val/")
+        value = val.get(name) if name in ("loss", "bpb") else metrics.get(name)
+        value = math.nan if value is None else value
         if not math.isfinite(value):
             trial.set_user_attr("error", "diverged: the final validation metric is not finite")
             logger.info(f"trial {trial.number:03d}: {shown} -> failed: diverged")
             return math.nan
-        logger.info(f"trial {trial.number:03d}: {shown} -> {spec.metric} {value:.4f} ({seconds:.1f}s)")
+        baseline = (metrics.get("baseline") or {}).get(name)
+        against = f" (baseline {baseline:.4f})" if baseline is not None else ""
+        logger.info(
+            f"trial {trial.number:03d}: {shown} -> {spec.metric} {value:.4f}{against} ({seconds:.1f}s)"
+        )
         return value
 
     try:
@@ -260,13 +294,29 @@ def run_sweep(
     return summary
 
 
+def _record_task_metrics(trial, spec: SweepSpec, metrics: dict, run_dir: Path) -> None:
+    """A finetune trial's task metrics, its baseline's, and the epochs it trained, as user attributes."""
+    for name in metric_names(spec):
+        trial.set_user_attr(f"val_{name}", metrics.get(name))
+    name = spec.metric.removeprefix("val/")
+    baseline = metrics.get("baseline") or {}
+    trial.set_user_attr("baseline", baseline.get(name))
+    trial.set_user_attr("baseline_is", baseline.get("name"))
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    task = json.loads((run_dir / "task.json").read_text(encoding="utf-8"))
+    seen = config["train"]["max_steps"] * config["train"]["batch_size"] / max(1, task["examples"]["train"])
+    trial.set_user_attr("epochs", round(seen, 2))
+    trial.set_user_attr("lr", config["optim"]["lr"])
+
+
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def trial_rows(study, spec: SweepSpec, optuna) -> list[dict]:
     """One dict per trial, sorted: complete by the metric, then pruned (by their value when stopped),
-    then failed and interrupted. `val_bpb` / `val_loss` of a pruned trial are from its last evaluation."""
+    then failed and interrupted. `val_bpb` / `val_loss` of a pruned trial are from its last evaluation.
+    A finetune sweep's rows have the task's metrics, the baseline of the objective, epochs and lr."""
     states = optuna.trial.TrialState
     rows = []
     for t in study.trials:
@@ -277,13 +327,21 @@ def trial_rows(study, spec: SweepSpec, optuna) -> list[dict]:
         )
         if t.user_attrs.get("interrupted"):
             state = "interrupted"
+        if spec.verb == "finetune":
+            names = [column(spec.metric)] + [f"val_{n}" for n in metric_names(spec)] + ["val_loss"]
+            metrics = {n: t.user_attrs.get(n) for n in dict.fromkeys(names)}
+            metrics["baseline"] = t.user_attrs.get("baseline")
+            extra = {"epochs": t.user_attrs.get("epochs"), "lr": t.user_attrs.get("lr")}
+        else:
+            metrics = {"val_bpb": t.user_attrs.get("val_bpb"), "val_loss": t.user_attrs.get("val_loss")}
+            extra = {}
         rows.append(
             {
                 "trial": t.number,
                 "state": state,
-                "val_bpb": t.user_attrs.get("val_bpb"),
-                "val_loss": t.user_attrs.get("val_loss"),
+                **metrics,
                 **{p.name: t.params.get(p.name) for p in spec.space},
+                **extra,
                 "steps": t.user_attrs.get("steps"),
                 "tokens": t.user_attrs.get("tokens"),
                 "seconds": t.user_attrs.get("seconds"),
@@ -292,13 +350,14 @@ def trial_rows(study, spec: SweepSpec, optuna) -> list[dict]:
             }
         )
     order = {"complete": 0, "pruned": 1, "failed": 2, "interrupted": 3, "running": 4}
-    key = METRIC_COLUMN[spec.metric]
+    key = column(spec.metric)
+    sign = -1 if spec.maximize else 1
 
     def sort_key(row: dict):
         value = row[key]
         return (
             order[row["state"]],
-            value if value is not None and math.isfinite(value) else math.inf,
+            sign * value if value is not None and math.isfinite(value) else math.inf,
             row["trial"],
         )
 
@@ -325,13 +384,23 @@ def write_results(study, spec: SweepSpec, out_dir: Path, optuna) -> dict:
     md += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     md += ["| " + " | ".join(_cell(r[c]).replace("|", "/") for c in shown) + " |" for r in rows]
     best = rows[0] if rows[0]["state"] == "complete" else None
-    if best:
+    if best and spec.verb == "finetune":
+        params = {p.name: best[p.name] for p in spec.space}
+        command = finetune_command(spec, TaskData.of(spec), params)
+        value = best[column(spec.metric)]
+        header = f"# Best trial {best['trial']:03d} of sweep '{out_dir}': {spec.metric} {value:.4f}"
+        if best["baseline"] is not None:
+            what = study.trials[best["trial"]].user_attrs.get("baseline_is")
+            header += f" (baseline {best['baseline']:.4f}: {what})"
+        io.write_text(out_dir / "best.txt", f"{header}\n{command}\n")
+        md += ["", f"Best: trial {best['trial']:03d} -> `best.txt`:", "", f"    {command}"]
+    elif best:
         config = io.read_json_object(Path(best["run_dir"]) / "config.json")
         config["model"].pop("vocab_size", None)  # read from the tokenizer
         config["data"].pop("path", None)  # given by --data
         header = (
             f"Best trial {best['trial']:03d} of sweep '{out_dir}': "
-            f"{spec.metric} {best[METRIC_COLUMN[spec.metric]]:.4f}\n"
+            f"{spec.metric} {best[column(spec.metric)]:.4f}\n"
             f"lmforge train --data {spec.data} --out runs/best --config {out_dir / 'best.toml'}\n"
             "The budget below is the trial's; raise train.max_steps for a full run."
         )
@@ -349,7 +418,7 @@ def plot_sweep(rows: list[dict], spec: SweepSpec, out_dir: Path) -> None:
     from lmforge.eval.plots import pyplot
 
     plt = pyplot()
-    key = METRIC_COLUMN[spec.metric]
+    key = column(spec.metric)
     done = [r for r in rows if r["state"] == "complete"]
     n = len(spec.space)
     fig, axes = plt.subplots(1, n, figsize=(min(4 * n, 14), 3.2), dpi=90, squeeze=False)
@@ -377,7 +446,8 @@ def plot_sweep(rows: list[dict], spec: SweepSpec, out_dir: Path) -> None:
             ax.scatter(*zip(*points, strict=True), marker=marker, label=state)
     ordered = sorted(done, key=lambda r: r["trial"])
     if ordered:
-        best = [min(r[key] for r in ordered[: i + 1]) for i in range(len(ordered))]
+        pick = max if spec.maximize else min
+        best = [pick(r[key] for r in ordered[: i + 1]) for i in range(len(ordered))]
         ax.step([r["trial"] for r in ordered], best, where="post", color="grey", label="best so far")
     ax.set(xlabel="trial", ylabel=spec.metric, title="trials (pruned: value when stopped)")
     ax.grid(alpha=0.3)
