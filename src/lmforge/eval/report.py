@@ -279,6 +279,7 @@ def run_report(
             ],
         )
     )
+    md += auto_section(s["info"].get("auto"), s["val_loss"])
     if n_samples:
         md += ["", "## Samples", ""]
         for i, text in enumerate(samples(loaded, n_samples, sample_tokens)):
@@ -305,6 +306,47 @@ def run_report(
     path = out_dir / "report.md"
     io.write_text(path, "\n".join(md) + "\n")
     return path
+
+
+def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
+    """How `lmforge train --auto` chose the model (run.json's "auto"): each candidate's measured speed,
+    the tokens it would have seen and its predicted loss, beside the loss the run reached."""
+    if not auto:
+        return []
+    fit = auto.get("fit", {})
+    chosen = auto.get("chosen", {})
+    lines = [
+        "",
+        "## How --auto chose the model",
+        "",
+        f"Budget {auto.get('budget_seconds', 0):g} s: {auto.get('startup_seconds', 0):.1f} s start-up, "
+        f"{auto.get('probe_seconds', 0):.1f} s measuring, {auto.get('train_seconds', 0):.1f} s left for "
+        f"training and evaluation. Scaling fit `{fit.get('name', '?')}`: L = {fit.get('E', 0):.3f} + "
+        f"{fit.get('A', 0):.4g}/N^{fit.get('alpha', 0):.3f} + "
+        f"{fit.get('B', 0):.4g}/D^{fit.get('beta', 0):.3f}. "
+        f"Chosen: **{chosen.get('name', '?')}**, lr {chosen.get('optim.lr', '-')}, "
+        f"{chosen.get('train.dtype', '')} {chosen.get('model.attn_impl', '')}; predicted validation loss "
+        f"{_fmt(auto.get('predicted_loss'))}, reached {_fmt(val_loss)}.",
+        "",
+        f"Left to --auto: {', '.join(auto.get('left_to_auto', [])) or 'nothing'}; given: "
+        + (", ".join(f"{k}={v}" for k, v in auto.get("given", {}).items()) or "nothing"),
+        "",
+    ]
+    rows = [
+        [c["name"] + (" **(chosen)**" if c.get("chosen") else ""), c["n_params"], c["tokens_per_second"],
+         c["tokens"], c["predicted_loss"]]
+        for c in auto.get("candidates", [])
+    ]  # fmt: skip
+    lines.append(
+        _table(["candidate", "N (non-embedding)", "tokens/s", "tokens in budget", "predicted loss"], rows)
+    )
+    if auto.get("fast_paths"):
+        paths = [
+            [p.get("train.dtype"), p.get("model.attn_impl"), p["tokens_per_second"]]
+            for p in auto["fast_paths"]
+        ]
+        lines += ["", _table(["dtype", "attention", "tokens/s (mid-sized shape)"], paths)]
+    return lines
 
 
 def _harness_section(run_dir: Path) -> list[str]:
