@@ -40,13 +40,23 @@ OUT = ROOT / "src" / "lmforge" / "presets" / "auto_ladder.json"
 EVAL_TOKENS = 65536
 THREADS = 1  # one thread: the loss does not depend on it, and a shared machine runs it steadier
 FAST_PATH = {"train.dtype": "bfloat16", "model.attn_impl": "math"}  # the loss barely depends on it
-# (candidate index in CANDIDATES, training tokens): small shapes far along D, large ones short.
-POINTS = [
-    (0, 500_000), (0, 1_000_000), (0, 2_000_000),
-    (2, 250_000), (2, 500_000), (2, 1_000_000),
-    (4, 250_000), (4, 500_000),
-    (5, 250_000),
-]  # fmt: skip
+# (candidate index in CANDIDATES, training tokens): small shapes far along D, large ones short. The BPE
+# ladder is shorter: its 4096-row head makes every step several times dearer than with characters.
+# Every point has at least 60 steps (a shorter run is all warm-up and says little about the shape).
+POINTS = {
+    "char": [
+        (0, 500_000), (0, 1_000_000), (0, 2_000_000),
+        (2, 250_000), (2, 500_000), (2, 1_000_000),
+        (4, 250_000), (4, 500_000),
+        (5, 250_000),
+    ],
+    "bpe": [
+        (0, 500_000), (0, 1_000_000),
+        (2, 250_000),
+        (4, 250_000), (4, 500_000),
+        (5, 250_000),
+    ],
+}  # fmt: skip
 
 
 def run_point(data_dir: Path, work: Path, index: int, tokens: int) -> dict:
@@ -94,6 +104,16 @@ def unique_tokens(data_dir: Path) -> int:
     return manifest["splits"]["train"]["tokens"]
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def refit(ladders: dict) -> dict:
     fits = {}
     for kind, ladder in ladders.items():
@@ -129,7 +149,7 @@ def main(argv=None) -> int:
             if data_dir is None:
                 continue
             points = []
-            for index, tokens in POINTS:
+            for index, tokens in POINTS[kind]:
                 point = run_point(data_dir, args.work / kind, index, tokens)
                 speed = f"{point['seconds']}s, {point['tokens_per_second']:,.0f} tok/s"
                 print(f"{kind} {point['shape']:<22} D {point['D']:>10,}: loss {point['loss']:.4f} ({speed})")
@@ -142,7 +162,7 @@ def main(argv=None) -> int:
             }
     out = {
         "about": "scaling fits behind `lmforge train --auto`; made by bench/auto_ladder.py",
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_model(),
         "default": "bpe",
         "fits": refit(ladders),
     }

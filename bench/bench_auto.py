@@ -16,7 +16,7 @@ CPU, the loss of every run, --auto's gap to the best grid point) and `--write` p
 BENCHMARKS.md. Runs are cached under --work (a finished run is not trained again).
 
     python bench/bench_auto.py                                    # the whole grid: hours on 2 cores
-    python bench/bench_auto.py --budgets 30 --grid 2 --corpora char   # a smoke test: minutes
+    python bench/bench_auto.py --budgets 45 --grid 2 --corpora char   # a smoke test: minutes
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from lmforge import io  # noqa: E402
 from lmforge.tune.auto import CANDIDATES, RECIPE  # noqa: E402
 
-TINY_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
-CORPORA = {  # name -> `lmforge data prepare` arguments
-    "char": ["--source", str(TINY_SHAKESPEARE), "--tokenizer", "char", "--split", "tail"],
+TINY_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"  # beside the checkout
+CORPORA = {  # name -> `lmforge data prepare` arguments (the char source: --char-source)
+    "char": ["--tokenizer", "char", "--split", "tail"],
     "bpe": ["--source", "shakespeare"],
 }
 PRESETS = ("demo", "gpt-small")
@@ -61,10 +61,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def prepare(work: Path, corpus: str) -> Path:
+def prepare(work: Path, corpus: str, char_source: Path) -> Path:
     data = work / "data" / corpus
     if not (data / "shards" / "manifest.json").is_file():
-        done = lmforge("data", "prepare", *CORPORA[corpus], "--out", str(data))
+        source = ["--source", str(char_source)] if corpus == "char" else []
+        done = lmforge("data", "prepare", *source, *CORPORA[corpus], "--out", str(data))
         if done.returncode:
             raise SystemExit(f"data prepare {corpus} failed:\n{done.stderr}")
     return data
@@ -96,10 +97,10 @@ def train(data: Path, run: Path, budget: float, args: list[str]) -> dict:
     return figures
 
 
-def bench(work: Path, corpora: list[str], budgets: list[float], grid: int) -> list[dict]:
+def bench(work: Path, corpora: list[str], budgets: list[float], grid: int, char_source: Path) -> list[dict]:
     rows = []
     for corpus in corpora:
-        data = prepare(work, corpus)
+        data = prepare(work, corpus, char_source)
         for budget in budgets:
             tag = f"{corpus}_{budget:g}s"
             auto = train(data, work / "runs" / tag / "auto", budget, ["--auto"])
@@ -169,11 +170,12 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", type=int, default=len(CANDIDATES), help="the first N candidate shapes")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench_auto")
     parser.add_argument("--write", action="store_true", help="put the table in BENCHMARKS.md")
+    parser.add_argument("--char-source", type=Path, default=TINY_SHAKESPEARE, help="tinyshakespeare.txt")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONPATH", str(ROOT / "src"))
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} logical cores", flush=True)
-    rows = bench(args.work, args.corpora, args.budgets, args.grid)
+    rows = bench(args.work, args.corpora, args.budgets, args.grid, args.char_source)
     text = "\n".join(
         [
             SECTION,
