@@ -46,6 +46,15 @@ def test_the_choice_is_the_lowest_predicted_loss_and_evaluations_cost_tokens():
         assert p.predicted_loss == pytest.approx(float(FIT.loss(p.measured.n_params, p.tokens)))
 
 
+def test_evaluations_shrink_to_a_share_of_a_slow_or_short_run():
+    assert auto.eval_tokens_for(1e6, 600, 65536) == 65536  # fast and long: all of it
+    slow = auto.eval_tokens_for(5e3, 60, 65536)  # 8 passes of 65,536 would take longer than the run
+    assert slow < 65536 and 8 * slow / (3 * 5e3) <= auto.EVAL_SHARE * 60 + 1e-9
+    assert auto.eval_tokens_for(10, 10, 65536) == auto.MIN_EVAL_TOKENS
+    best, _ = choose(machine(3e8), FIT, 60, 1e12, eval_tokens=65536)  # without the cap nothing fits
+    assert best.tokens > 0
+
+
 def test_repeated_data_is_worth_less_and_a_small_corpus_moves_the_choice_up():
     assert effective_tokens(5e5, 1e6) == 5e5  # one pass or less: every token counts
     assert effective_tokens(2e6, 1e6) < 2e6

@@ -333,19 +333,17 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
         "",
     ]
     rows = [
-        [c["name"] + (" **(chosen)**" if c.get("chosen") else ""), c["n_params"], c["tokens_per_second"],
-         c["tokens"], c["predicted_loss"]]
+        [c["name"] + (" **(chosen)**" if c.get("chosen") else ""), c["n_params"],
+         round(c["tokens_per_second"]), c["tokens"], c["predicted_loss"]]
         for c in auto.get("candidates", [])
     ]  # fmt: skip
     lines.append(
         _table(["candidate", "N (non-embedding)", "tokens/s", "tokens in budget", "predicted loss"], rows)
     )
     if auto.get("fast_paths"):
-        paths = [
-            [p.get("train.dtype"), p.get("model.attn_impl"), p["tokens_per_second"]]
-            for p in auto["fast_paths"]
-        ]
-        lines += ["", _table(["dtype", "attention", "tokens/s (mid-sized shape)"], paths)]
+        paths = [[p.get("train.threads", "-"), p.get("train.dtype", "-"), p.get("model.attn_impl", "-"),
+                  round(p["tokens_per_second"])] for p in auto["fast_paths"]]  # fmt: skip
+        lines += ["", _table(["threads", "dtype", "attention", "tokens/s (mid-sized shape)"], paths)]
     return lines
 
 

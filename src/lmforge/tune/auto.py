@@ -68,10 +68,12 @@ RECIPE = {
 }
 
 EVALS = 8  # validation passes in a run (the last one included): a curve, at a few % of the budget
+EVAL_SHARE = 0.05  # of the training time, at most, spent evaluating (unless train.eval_tokens is given)
+MIN_EVAL_TOKENS = 4096  # validation tokens per evaluation, at least
 MIN_TRAIN_SECONDS = 10.0  # less than this is not a training run worth choosing a model for
 MARGIN_SECONDS = 1.5  # building the model and optimizer, and the process's exit, outside the loop's clock
 REPEAT_HALF_LIFE = 15.4  # R*: Muennighoff et al. 2023, fitted value for repeated data
-PROBE_SHARE = 0.08  # of the budget, at most, spent measuring speeds
+PROBE_SHARE = 0.10  # of the budget, at most, spent measuring speeds
 PROBE_SLICE = (0.3, 1.5)  # seconds of timed steps per candidate, at least / at most
 
 
@@ -165,12 +167,14 @@ def choose(
 ) -> tuple[Prediction, list[Prediction]]:
     """The candidate with the lowest predicted loss after `seconds` of the run's loop, and all the
     predictions. Each loses to its evaluations (EVALS passes of eval_tokens, forward only: about a
-    third of a training step's cost per token) the time they take."""
+    third of a training step's cost per token, each at most `eval_tokens_for`) the time they take."""
     if not measured:
         raise UserError("--auto has no candidate to choose from; drop --auto and pass --config")
     predictions = []
     for m in measured:
-        eval_seconds = EVALS * eval_tokens / (3 * m.tokens_per_second)
+        eval_seconds = (
+            EVALS * eval_tokens_for(m.tokens_per_second, seconds, eval_tokens) / (3 * m.tokens_per_second)
+        )
         tokens = max(0.0, m.tokens_per_second * (seconds - eval_seconds))
         d = effective_tokens(tokens, unique_tokens)
         loss = float(fit.loss(m.n_params, d)) if d > 0 else math.inf
@@ -181,6 +185,14 @@ def choose(
             f"no --auto candidate can train in {seconds:.0f}s after its evaluations; raise --time-budget"
         )
     return best, predictions
+
+
+def eval_tokens_for(tokens_per_second: float, seconds: float, eval_tokens: int) -> int:
+    """Validation tokens per evaluation: `eval_tokens`, or fewer when EVALS passes of it would take
+    more than EVAL_SHARE of the training time (a slow machine or a short budget), never under
+    MIN_EVAL_TOKENS."""
+    affordable = EVAL_SHARE * seconds * 3 * tokens_per_second / EVALS
+    return int(min(eval_tokens, max(MIN_EVAL_TOKENS, affordable)))
 
 
 # --- the scaling fit the choice uses -----------------------------------------------------------------
@@ -363,7 +375,12 @@ def plan(
     updates = dict(best.measured.updates)
     horizon = best.tokens / (updates.get("train.batch_size", 16) * updates.get("model.seq_len", 128))
     every = max(25, int(horizon / EVALS))
-    for key, value in (("train.eval_every", every), ("train.ckpt_every", every)):
+    tokens = eval_tokens_for(best.measured.tokens_per_second, available, eval_tokens)
+    for key, value in (
+        ("train.eval_every", every),
+        ("train.ckpt_every", every),
+        ("train.eval_tokens", tokens),
+    ):
         if key not in fixed:
             updates[key] = value
     for p in predictions:
