@@ -42,7 +42,6 @@ THREADS = 1  # one thread: the loss does not depend on it, and a shared machine 
 FAST_PATH = {"train.dtype": "bfloat16", "model.attn_impl": "math"}  # the loss barely depends on it
 # (candidate index in CANDIDATES, training tokens): small shapes far along D, large ones short. The BPE
 # ladder is shorter: its 4096-row head makes every step several times dearer than with characters.
-# Every point has at least 60 steps (a shorter run is all warm-up and says little about the shape).
 POINTS = {
     "char": [
         (0, 500_000), (0, 1_000_000), (0, 2_000_000),
@@ -51,10 +50,9 @@ POINTS = {
         (5, 250_000),
     ],
     "bpe": [
-        (0, 500_000), (0, 1_000_000),
-        (2, 250_000),
-        (4, 250_000), (4, 500_000),
-        (5, 250_000),
+        (0, 250_000), (0, 500_000), (0, 1_000_000),
+        (2, 125_000), (2, 250_000),
+        (4, 250_000),
     ],
 }  # fmt: skip
 
