@@ -645,6 +645,11 @@ def step_evaluation(cache: Path, threads: int, figures) -> dict:
     return out
 
 
+def _threads(settings: dict) -> str:
+    count = settings.get("train.threads")
+    return "" if count is None else f"{count} thread{'s' if count != 1 else ''}, "
+
+
 def step_adjust(cache: Path, figures) -> dict:
     """`lmforge train --auto` on the main data: the measured speeds, the predictions and the choice."""
     from lmforge import runs
@@ -676,13 +681,12 @@ def step_adjust(cache: Path, figures) -> dict:
         "auto_probe_seconds": f(record["probe_seconds"], 1),
         "auto_table": table(["candidate", "N", "tokens/s", "tokens in the budget", "predicted loss"], rows),
         "auto_paths": "; ".join(
-            f"{p.get('train.threads', '')} threads, {p['train.dtype']}, {p['model.attn_impl']}: "
-            f"{n(p['tokens_per_second'])} tok/s"
+            f"{_threads(p)}{p['train.dtype']}, {p['model.attn_impl']}: {n(p['tokens_per_second'])} tok/s"
             for p in record["fast_paths"]
         ),
         "auto_choice": chosen["name"],
         "auto_lr": f"{chosen['optim.lr']:g}",
-        "auto_path": f"{chosen.get('train.threads', '')} threads, {chosen.get('train.dtype', '')}, "
+        "auto_path": f"{_threads(chosen)}{chosen.get('train.dtype', '')}, "
         f"{chosen.get('model.attn_impl', '')} attention",
         "auto_predicted": f(record["predicted_loss"]),
         "auto_reached": f(reached),

@@ -259,8 +259,13 @@ def measure_speed(config, data, device, seconds: float) -> tuple[float, int]:
     rng = torch.get_rng_state()
     engine = build_engine(config, data, device, DistInfo(), None, None, lambda _m: None)
     n_params = engine.model.num_params(exclude_embeddings=True)
+    start = time.perf_counter()
     train_step(engine, 0)  # warm-up: allocation, first-call dispatch
     apply_update(engine, skip=False)
+    warm_up = time.perf_counter() - start
+    if warm_up > 3 * seconds:  # far slower than the slice (a busy machine): the warm-up step must do
+        torch.set_rng_state(rng)
+        return engine.tokens_per_step / warm_up, n_params
     steps, start = 0, time.perf_counter()
     while True:  # at least one timed step, however slow
         train_step(engine, 1 + steps)
