@@ -197,8 +197,8 @@ def auto_config(args, data_dir: Path, tokenizer, log):
         )
     given = {**config_updates(args), **dict(parse_override(o) for o in args.overrides)}
     # from a shell the budget includes the interpreter's start-up; called in process (the demo), not
-    before = process_seconds() if args.argv is None else 0.0
     started = args.started
+    before = process_seconds() - (time.perf_counter() - started) if args.argv is None else 0.0
 
     def elapsed() -> float:
         return before + time.perf_counter() - started
