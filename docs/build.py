@@ -1,6 +1,6 @@
 """Build the guide (`make docs`): run every experiment it shows, then render its pages.
 
-    python docs/build.py [--cache build/docs] [--fresh] [--threads N] [--render-only]
+    python docs/build.py [--cache build/docs] [--fresh] [--threads N] [--render-only] [--step NAME]
 
 Why a script and not hand-written numbers: every count, loss, table and picture in docs/guide/ comes
 from a real run of lmforge's own code on the built-in corpus, so the guide cannot drift from the code
@@ -16,6 +16,7 @@ What it does, in order (each step through lmforge's Python API, the same functio
               run; the learning-rate schedules; the main run (the demo preset, a few hundred steps)
   evaluation  loss -> perplexity -> bits per byte on the main run; char vs BPE; a grid sweep over
               width and learning rate (through `tune.sweep`); two data mixes and per-source bpb
+  adjust      `lmforge train --auto` for AUTO_BUDGET seconds: measured speeds, predictions, choice
   using       one prompt under several generation settings
 
 Runs and data folders are cached under --cache (default build/docs/, git-ignored), each with the
@@ -49,6 +50,7 @@ PRESET = "demo"  # the model `make demo` trains: the guide's parameter table and
 MAIN_STEPS = 240  # optimizer steps of the main run (demo preset, 16 x 128 tokens a step)
 SMALL_STEPS = 200  # steps of each comparison run (optimisers, char vs BPE, data mix)
 SWEEP_STEPS = 150  # steps of each sweep trial
+AUTO_BUDGET = 120  # seconds of the `train --auto` run the adjustment page shows
 SMALL = {  # the comparison model: 2 layers, width 64, context 64 -- seconds per run
     "model.n_layer": 2,
     "model.n_head": 2,
@@ -654,6 +656,54 @@ def step_evaluation(cache: Path, threads: int, figures) -> dict:
     return out
 
 
+def _threads(settings: dict) -> str:
+    count = settings.get("train.threads")
+    return "" if count is None else f"{count} thread{'s' if count != 1 else ''}, "
+
+
+def step_adjust(cache: Path, figures) -> dict:
+    """`lmforge train --auto` on the main data: the measured speeds, the predictions and the choice."""
+    from lmforge import runs
+    from lmforge.cli import main as cli
+    from lmforge.data.builtin import default_cache_dir
+
+    data, run = cache / "data" / "modern", cache / "runs" / "auto"
+    prepare_data(data, ["shakespeare"], "bpe", default_cache_dir(os.environ))  # cached: the data step's
+    key = {"budget": AUTO_BUDGET, "manifest": runs.sha256_file(data / "shards" / "manifest.json")}
+    if not _key_matches(run, key):
+        say(f"train --auto --time-budget {AUTO_BUDGET} -> {run}")
+        shutil.rmtree(run, ignore_errors=True)
+        argv = ["train", "--data", str(data), "--out", str(run), "--auto", "--no-progress", "--json"]
+        if cli([*argv, "--time-budget", str(AUTO_BUDGET)]) != 0:
+            raise SystemExit("error: the --auto run failed")
+        _mark(run, key)
+    record = runs.read_run_info(run)["auto"]
+    metrics = runs.read_metrics(run)
+    reached = [m["val/loss"] for m in metrics if "val/loss" in m][-1]
+    rows = [
+        [c["name"] + (" **(chosen)**" if c["chosen"] else ""), n(c["n_params"]), n(c["tokens_per_second"]),
+         n(c["tokens"]), f(c["predicted_loss"])]
+        for c in record["candidates"]
+    ]  # fmt: skip
+    chosen = record["chosen"]
+    figures.auto_choice(record, metrics, record["unique_tokens"], IMG / "auto_choice.png")
+    return {
+        "auto_budget": AUTO_BUDGET,
+        "auto_probe_seconds": f(record["probe_seconds"], 1),
+        "auto_table": table(["candidate", "N", "tokens/s", "tokens in the budget", "predicted loss"], rows),
+        "auto_paths": "; ".join(
+            f"{_threads(p)}{p['train.dtype']}, {p['model.attn_impl']}: {n(p['tokens_per_second'])} tok/s"
+            for p in record["fast_paths"]
+        ),
+        "auto_choice": chosen["name"],
+        "auto_lr": f"{chosen['optim.lr']:g}",
+        "auto_path": f"{_threads(chosen)}{chosen.get('train.dtype', '')}, "
+        f"{chosen.get('model.attn_impl', '')} attention",
+        "auto_predicted": f(record["predicted_loss"]),
+        "auto_reached": f(reached),
+    }
+
+
 # --- 5. using the model --------------------------------------------------------------------------
 def step_using(cache: Path) -> dict:
     from lmforge import runs
@@ -752,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="CPU threads per run (default 1; 0: all cores)"
     )
     parser.add_argument("--render-only", action="store_true", help="re-render pages from results.json")
+    parser.add_argument(
+        "--step", help="run only this step, keep the other values of results.json, and re-render"
+    )
     args = parser.parse_args(argv)
     _say_lmforge()
     if args.render_only:
@@ -772,14 +825,17 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or hardware.physical_cores()
     hardware.setup_threads(threads)
     start = time.perf_counter()
-    values: dict = {}
+    values: dict = json.loads(RESULTS.read_text(encoding="utf-8")) if args.step else {}
     for name, step in (
         ("data", lambda: step_data(cache, default_cache_dir(os.environ))),
         ("model", lambda: step_model(cache, figures)),
         ("training", lambda: step_training(cache, threads, figures)),
         ("evaluation", lambda: step_evaluation(cache, threads, figures)),
+        ("adjust", lambda: step_adjust(cache, figures)),
         ("using", lambda: step_using(cache)),
     ):
+        if args.step and name != args.step:
+            continue
         t0 = time.perf_counter()
         values.update(step())
         say(f"{name}: done in {time.perf_counter() - t0:.0f}s")

@@ -201,3 +201,32 @@ def data_mix(mixes: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_ylim(0, max(v for m in mixes.values() for v in m.values()) * 1.2)
     ax.legend(fontsize=8, loc="upper left")
     _save(fig, path)
+
+
+def auto_choice(record: dict, metrics: list[dict], unique_tokens: int, path: Path) -> None:
+    """--auto's candidates: the fit's predicted loss along the tokens each could see in the budget
+    (a line, ending at its budget), and the chosen run's real validation losses (dots)."""
+    import numpy as np
+
+    from lmforge.tune.auto import effective_tokens
+    from lmforge.tune.scaling import ScalingFit
+
+    plt = pyplot()
+    fit = ScalingFit(**{k: record["fit"][k] for k in ("E", "A", "alpha", "B", "beta")}, rmse_log=0.0)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for cand, color in zip(record["candidates"], COLORS * 3, strict=False):
+        d = np.geomspace(2e4, max(cand["tokens"], 3e4), 60)
+        loss = [float(fit.loss(cand["n_params"], effective_tokens(x, unique_tokens))) for x in d]
+        style = {"lw": 2.2} if cand["chosen"] else {"lw": 1, "alpha": 0.7}
+        label = f"{cand['name']}: {cand['tokens_per_second'] / 1e3:.1f}k tok/s"
+        ax.plot(d, loss, color=color, label=label + (" (chosen)" if cand["chosen"] else ""), **style)
+        ax.plot([d[-1]], [loss[-1]], "o", color=color, ms=4)
+    val = [(m["tokens"], m["val/loss"]) for m in metrics if "val/loss" in m]
+    ax.plot([v[0] for v in val], [v[1] for v in val], "k^", ms=5, label="chosen run: real val loss")
+    ax.set_xscale("log")
+    ax.set(xlabel="training tokens", ylabel="val loss (nats per token)",
+           title="predicted by the scaling fit; each line ends where the budget does")  # fmt: skip
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, path)

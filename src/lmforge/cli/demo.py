@@ -3,6 +3,8 @@
 collect -> clean -> tokenize -> encode -> train -> evaluate -> sample, each through the same CLI verb a
 user would type (printed before it runs, under the step's name), ending with a short summary and a
 pointer to docs/guide/, which explains every step with numbers from real runs. `make demo` runs this.
+The model is chosen for the machine it runs on (`train --auto`) unless --config names a preset; the
+train step takes the same --time-budget either way.
 """
 
 from __future__ import annotations
@@ -24,8 +26,17 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", default="demo", help="folder for the demo's data/ and run/ (default demo)")
     p.add_argument("--source", default="shakespeare", help="corpus (default: the built-in shakespeare)")
-    p.add_argument("--config", default="demo", help="training preset (default demo)")
-    p.add_argument("--time-budget", type=float, default=300.0, help="training seconds (default 300)")
+    p.add_argument(
+        "--config",
+        help="training preset (e.g. demo); default: none, `train --auto` chooses the model size, "
+        "context, batch and learning rate for this machine and --time-budget",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=300.0,
+        help="training seconds (default 300; with --auto the whole train step, its measuring included)",
+    )
     p.add_argument("--prompt", default="ROMEO.\n", help="prompt for the final sample")
     p.add_argument("--fresh", action="store_true", help="redo the data step even if it exists")
     p.set_defaults(func=run)
@@ -69,8 +80,7 @@ def run(args) -> int:
             str(data_dir),
             "--out",
             str(run_dir),
-            "--config",
-            args.config,
+            *(["--config", args.config] if args.config else ["--auto"]),
             "--time-budget",
             str(args.time_budget),
         ],

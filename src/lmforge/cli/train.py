@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from lmforge import io, locks
@@ -31,6 +32,12 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="RUN_DIR to write (config, metrics, checkpoints)")
     p.add_argument("--config", help="preset TOML file, or a preset name (e.g. gpt-small)")
     add_config_flags(p, ["model", "max_steps", "max_tokens", "time_budget", "tensorboard"])
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="choose model size, context, batch and learning rate for this machine and --time-budget "
+        "(measured speeds + the scaling fit); key=value settings stay as given",
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its newest good checkpoint")
     p.add_argument("--allow-data-change", action="store_true", help="resume even if the shards changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -140,7 +147,11 @@ def run(args) -> int:
     from lmforge import dist
     from lmforge.data.tokenizer import load_tokenizer
 
+    args.started = time.perf_counter()  # --auto's budget counts from here (and the process's start-up)
+
     dist_info = dist.from_env()
+    if args.auto and ((args.nproc or 1) > 1 or dist_info.enabled):
+        raise UserError("--auto measures speeds in one process; drop --nproc, or drop --auto")
     if args.nproc and args.nproc > 1 and not dist_info.enabled:
         return launch(args, strip_nproc(sys.argv[1:] if args.argv is None else list(args.argv)))
     data_dir = Path(args.data)
@@ -164,10 +175,37 @@ def run(args) -> int:
                 what = "checkpoint" if name.startswith("ckpt/") else "file"
                 logger.info(f"removed unfinished {what} {name.rpartition('/')[2]}")
         tokenizer = load_tokenizer(data_dir / "tokenizer")
-        config = build_config(args, tokenizer.vocab_size)
+        notes = None
+        if args.auto:
+            config, record = auto_config(args, data_dir, tokenizer)
+            notes = {"auto": record}
+        else:
+            config = build_config(args, tokenizer.vocab_size)
         if config.train.device != "cuda":
             check_fits(config)
-        return _train(args, config, data_dir, tokenizer, dist_info)
+        return _train(args, config, data_dir, tokenizer, dist_info, notes)
+
+
+def auto_config(args, data_dir: Path, tokenizer):
+    """--auto: the config chosen for this machine and budget (tune/auto.py), and its record."""
+    from lmforge.cli.options import config_updates
+    from lmforge.config import parse_override
+    from lmforge.tune.auto import auto_config as choose_config
+    from lmforge.tune.auto import process_seconds
+
+    if args.resume:
+        raise UserError(
+            "--auto chooses a new run's model; drop --auto to --resume (the run keeps its choice)"
+        )
+    given = {**config_updates(args), **dict(parse_override(o) for o in args.overrides)}
+    # from a shell the budget includes the interpreter's start-up; called in process (the demo), not
+    started = args.started
+    before = process_seconds() - (time.perf_counter() - started) if args.argv is None else 0.0
+
+    def elapsed() -> float:
+        return before + time.perf_counter() - started
+
+    return choose_config(resolve_preset(args.config), given, data_dir, tokenizer, elapsed)
 
 
 def check_out_folder(data_dir: Path, out: Path, resume: bool) -> None:
@@ -194,7 +232,7 @@ def check_out_folder(data_dir: Path, out: Path, resume: bool) -> None:
         runs.read_run_info(out)
 
 
-def _train(args, config, data_dir: Path, tokenizer, dist_info) -> int:
+def _train(args, config, data_dir: Path, tokenizer, dist_info, notes=None) -> int:
     from lmforge import dist
     from lmforge.train.loop import train
 
@@ -209,6 +247,7 @@ def _train(args, config, data_dir: Path, tokenizer, dist_info) -> int:
             sample_fn=make_sampler(tokenizer, config.train.sample_tokens, config.train.seed),
             faults=faults_from_env(),
             dist_info=dist_info,
+            run_notes=notes,
         )
     except (MemoryError, RuntimeError) as exc:
         text = str(exc).lower()

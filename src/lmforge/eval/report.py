@@ -16,7 +16,6 @@ Every figure in the report comes from metrics.jsonl or a measurement made here; 
 from __future__ import annotations
 
 import json
-import math
 import platform
 import statistics
 import sys
@@ -24,7 +23,9 @@ from pathlib import Path
 
 from lmforge import io, runs
 from lmforge.errors import UserError
+from lmforge.eval.auto_report import auto_section
 from lmforge.eval.plots import plot_curves, split_records
+from lmforge.eval.tables import markdown_table
 
 
 def _read_json(path: Path) -> dict:
@@ -32,22 +33,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def summarize(run_dir: Path) -> dict:
@@ -279,6 +264,7 @@ def run_report(
             ],
         )
     )
+    md += auto_section(s["info"].get("auto"), s["val_loss"])
     if n_samples:
         md += ["", "## Samples", ""]
         for i, text in enumerate(samples(loaded, n_samples, sample_tokens)):

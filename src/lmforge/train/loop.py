@@ -78,6 +78,7 @@ def train(
     init_from: Path | None = None,
     on_eval: Callable[[int, dict], bool] | None = None,
     dist_info: DistInfo | None = None,
+    run_notes: dict | None = None,
 ) -> TrainResult:
     """Train `config` on `data` (a DATA_DIR or TrainData) into RUN_DIR (or continue it with `resume`).
 
@@ -86,6 +87,7 @@ def train(
     stops the run there (checkpoint, then return with stopped_by="on_eval") -- a sweep's pruning.
     `dist_info`: this process's rank under torchrun (DDP); only rank 0 writes logs and checkpoints.
     `faults`: test-only fault injection (train/faults.py); None injects none.
+    `run_notes`: more entries for a fresh run's run.json (how `--auto` chose the model).
     """
     run_dir, tcfg, faults = Path(run_dir), config.train, faults or Faults()
     dinfo = dist_info or DistInfo()
@@ -100,7 +102,7 @@ def train(
         )
 
     # --- the run folder, the state it continues from, and what exactness depends on ---
-    checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main)
+    checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main, run_notes)
     state = TrainState.from_meta(checkpoint.meta) if checkpoint else TrainState(max_steps=tcfg.max_steps)
     env = _setup_threads(tcfg, device, dinfo, checkpoint)
     engine = build_engine(config, data, device, dinfo, checkpoint, init_from)

@@ -78,8 +78,10 @@ def open_run(
     resume: bool,
     allow_data_change: bool,
     main: bool,
+    notes: dict | None = None,
 ) -> runs.Checkpoint | None:
-    """Prepare RUN_DIR; the checkpoint to resume from, or None for a fresh start."""
+    """Prepare RUN_DIR; the checkpoint to resume from, or None for a fresh start. `notes`: more
+    entries for a fresh run's run.json (e.g. how --auto chose the model)."""
     if resume:
         if not (run_dir / "config.json").is_file():
             raise UserError(
@@ -104,7 +106,7 @@ def open_run(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
-        _write_fresh(run_dir, config, data)
+        _write_fresh(run_dir, config, data, notes)
     return None
 
 
@@ -165,7 +167,7 @@ def record_changes(run_dir: Path, config: RunConfig) -> None:
         )
 
 
-def _write_fresh(run_dir: Path, config: RunConfig, data: TrainData) -> None:
+def _write_fresh(run_dir: Path, config: RunConfig, data: TrainData, notes: dict | None = None) -> None:
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     runs.write_json_atomic(run_dir / "config.json", config.to_dict())
     runs.write_json_atomic(
@@ -177,6 +179,7 @@ def _write_fresh(run_dir: Path, config: RunConfig, data: TrainData) -> None:
             "manifest_hash": data.fingerprint,
             "lmforge_version": __version__,
             "torch_version": torch.__version__,
+            **(notes or {}),
         },
     )
     tok_copy = run_dir / "tokenizer"

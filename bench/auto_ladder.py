@@ -1,0 +1,174 @@
+"""The ladder of runs behind `lmforge train --auto`, and the scaling fit it ships with.
+
+Each ladder point is one real `train()` of an --auto candidate shape (tune/auto.py `CANDIDATES`, the
+--auto recipe and learning-rate rule) for a fixed number of tokens D, stopped by train.max_tokens (so
+the schedule follows steps and the point does not depend on this machine's speed), evaluated once at
+the end on the first EVAL_TOKENS validation tokens. From the points (N non-embedding parameters,
+effective tokens D' for the repeats -- see tune/auto.py -- and the loss) it fits
+L(N, D) = E + A/N^alpha + B/D^beta with tune/scaling.py's `fit_scaling`, one fit per corpus kind
+(character-level Tiny Shakespeare for `char` tokenizers, the built-in corpus in BPE 4096 for `bpe`),
+and writes src/lmforge/presets/auto_ladder.json (points and fits).
+
+    python bench/auto_ladder.py --char-data DATA_CHAR --bpe-data DATA_BPE     # run the ladder, refit
+    python bench/auto_ladder.py --refit                                      # refit the stored points
+
+The data folders: `lmforge data prepare --source ../shared/data/tinyshakespeare.txt --out DATA_CHAR
+--tokenizer char --split tail` and `lmforge data prepare --source shakespeare --out DATA_BPE`.
+Finished points are cached under --work and reused when the script runs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+print = functools.partial(print, flush=True)  # noqa: A001 -- progress of a long script
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lmforge import io, logs  # noqa: E402
+from lmforge.tune.auto import CANDIDATES, RECIPE, effective_tokens  # noqa: E402
+from lmforge.tune.scaling import fit_scaling  # noqa: E402
+
+OUT = ROOT / "src" / "lmforge" / "presets" / "auto_ladder.json"
+EVAL_TOKENS = 65536
+THREADS = 1  # one thread: the loss does not depend on it, and a shared machine runs it steadier
+FAST_PATH = {"train.dtype": "bfloat16", "model.attn_impl": "math"}  # the loss barely depends on it
+# (candidate index in CANDIDATES, training tokens): small shapes far along D, large ones short. The BPE
+# ladder is shorter: its 4096-row head makes every step several times dearer than with characters.
+POINTS = {
+    "char": [
+        (0, 500_000), (0, 1_000_000), (0, 2_000_000),
+        (2, 250_000), (2, 500_000), (2, 1_000_000),
+        (4, 250_000), (4, 500_000),
+        (5, 250_000),
+    ],
+    "bpe": [
+        (0, 250_000), (0, 500_000), (0, 1_000_000),
+        (2, 125_000), (2, 250_000),
+        (4, 250_000),
+    ],
+}  # fmt: skip
+
+
+def run_point(data_dir: Path, work: Path, index: int, tokens: int) -> dict:
+    from lmforge.config import apply_updates, build_run_config
+    from lmforge.data.tokenizer import load_tokenizer
+    from lmforge.train.loop import train
+
+    shape = CANDIDATES[index]
+    run_dir = work / f"{shape.name.replace(' ', '_')}_{tokens}"
+    cached = run_dir / "point.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    tree: dict = {}
+    apply_updates(tree, RECIPE)
+    apply_updates(tree, {**shape.updates(), **FAST_PATH, "train.max_tokens": tokens})
+    apply_updates(
+        tree, {"train.eval_every": 10**6, "train.ckpt_every": 10**6, "train.eval_tokens": EVAL_TOKENS}
+    )
+    apply_updates(tree, {"train.log_every": 100, "train.keep_last": 1, "train.threads": THREADS})
+    config = build_run_config(tree, load_tokenizer(data_dir / "tokenizer").vocab_size)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    start = time.perf_counter()
+    with logs.silenced("lmforge.train"):
+        result = train(config, data_dir, run_dir, progress=False)
+    point = {
+        "shape": shape.name,
+        "N": _non_embedding(config),
+        "D": result.tokens,
+        "loss": result.final_val["loss"],
+        "seconds": round(time.perf_counter() - start, 1),
+        "tokens_per_second": round(result.tokens_per_second, 1),
+    }
+    io.write_text(cached, json.dumps(point))
+    return point
+
+
+def _non_embedding(config) -> int:
+    from lmforge.models.registry import build_model
+
+    return build_model(config.model, init=False).num_params(exclude_embeddings=True)
+
+
+def unique_tokens(data_dir: Path) -> int:
+    manifest = json.loads((data_dir / "shards" / "manifest.json").read_text())
+    return manifest["splits"]["train"]["tokens"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def refit(ladders: dict) -> dict:
+    fits = {}
+    for kind, ladder in ladders.items():
+        u = ladder["unique_tokens"]
+        pts = ladder["points"]
+        fit = fit_scaling(
+            [p["N"] for p in pts], [effective_tokens(p["D"], u) for p in pts], [p["loss"] for p in pts]
+        )
+        fits[kind] = {"fit": fit.__dict__, **ladder}
+        print(f"{kind}: L = {fit.E:.3f} + {fit.A:.4g}/N^{fit.alpha:.3f} + {fit.B:.4g}/D^{fit.beta:.3f} "
+              f"(RMS log residual {fit.rmse_log:.4f}, {len(pts)} points)")  # fmt: skip
+        for p in pts:
+            pred = float(fit.loss(p["N"], effective_tokens(p["D"], u)))
+            print(f"  {p['shape']:<22} N {p['N']:>9,} D {p['D']:>10,}  loss {p['loss']:.4f}  fit {pred:.4f}")
+    return fits
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--char-data", type=Path, help="char-level Tiny Shakespeare data folder")
+    parser.add_argument("--bpe-data", type=Path, help="built-in corpus, BPE, data folder")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "auto_ladder", help="ladder runs")
+    parser.add_argument("--refit", action="store_true", help="only refit the points stored in the JSON")
+    args = parser.parse_args(argv)
+    stored = json.loads(OUT.read_text()) if OUT.is_file() else {"fits": {}}
+    ladders = {
+        kind: {key: value for key, value in entry.items() if key != "fit"}
+        for kind, entry in stored["fits"].items()
+        if entry.get("points")  # a stored ladder: refit from its points
+    }
+    if not args.refit:
+        for kind, data_dir in (("char", args.char_data), ("bpe", args.bpe_data)):
+            if data_dir is None:
+                continue
+            points = []
+            for index, tokens in POINTS[kind]:
+                point = run_point(data_dir, args.work / kind, index, tokens)
+                speed = f"{point['seconds']}s, {point['tokens_per_second']:,.0f} tok/s"
+                print(f"{kind} {point['shape']:<22} D {point['D']:>10,}: loss {point['loss']:.4f} ({speed})")
+                points.append(point)
+            ladders[kind] = {
+                "data": str(data_dir),
+                "unique_tokens": unique_tokens(data_dir),
+                "eval_tokens": EVAL_TOKENS,
+                "points": points,
+            }
+    out = {
+        "about": "scaling fits behind `lmforge train --auto`; made by bench/auto_ladder.py",
+        "machine": cpu_model(),
+        "default": "bpe",
+        "fits": refit(ladders),
+    }
+    io.write_text(OUT, json.dumps(out, indent=1) + "\n")
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

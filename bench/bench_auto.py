@@ -1,0 +1,202 @@
+"""`lmforge train --auto` against a grid of shapes, at several time budgets, on two corpora.
+
+For each corpus (character-level Tiny Shakespeare, and the built-in corpus in BPE 4096) and each
+budget S (default 60 s, 5 min, 20 min) it runs, one process at a time:
+
+- `lmforge train --auto --time-budget S`: the whole command -- start-up and --auto's measuring
+  included -- is timed from its start to its exit;
+- every grid point: the presets' shapes and the shapes between them (tune/auto.py `CANDIDATES`,
+  with --auto's recipe, learning-rate rule and the fast path --auto measured in the same budget),
+  each `lmforge train --time-budget S` -- the loop's budget, so start-up is not counted against the
+  grid: the comparison is generous to the grid;
+- the default presets as they ship (`demo`, `gpt-small`), same budget;
+
+then `lmforge eval RUN --json` on the **whole** validation split of each. It prints the table (the
+CPU, the loss of every run, --auto's gap to the best grid point) and `--write` puts it in
+BENCHMARKS.md. Runs are cached under --work (a finished run is not trained again).
+
+    python bench/bench_auto.py                                    # the whole grid: hours on 2 cores
+    python bench/bench_auto.py --budgets 45 --grid 2 --corpora char   # a smoke test: minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lmforge import io  # noqa: E402
+from lmforge.tune.auto import CANDIDATES, RECIPE  # noqa: E402
+
+TINY_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"  # beside the checkout
+CORPORA = {  # name -> `lmforge data prepare` arguments (the char source: --char-source)
+    "char": ["--tokenizer", "char", "--split", "tail"],
+    "bpe": ["--source", "shakespeare"],
+}
+PRESETS = ("demo", "gpt-small")
+SECTION = "## `--auto` against a grid of shapes"
+
+
+def lmforge(*args: str, env=None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "lmforge", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env)
+
+
+def cpu_model() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def prepare(work: Path, corpus: str, char_source: Path) -> Path:
+    data = work / "data" / corpus
+    if not (data / "shards" / "manifest.json").is_file():
+        source = ["--source", str(char_source)] if corpus == "char" else []
+        done = lmforge("data", "prepare", *source, *CORPORA[corpus], "--out", str(data))
+        if done.returncode:
+            raise SystemExit(f"data prepare {corpus} failed:\n{done.stderr}")
+    return data
+
+
+def train(data: Path, run: Path, budget: float, args: list[str]) -> dict:
+    """Train (unless done before) and evaluate on the whole validation split; the run's figures."""
+    result = run / "bench.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    start = time.perf_counter()
+    done = lmforge("train", "--data", str(data), "--out", str(run), "--no-progress", "--json",
+                   "--time-budget", str(budget), *args)  # fmt: skip
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"train {run} failed:\n{done.stderr[-2000:]}")
+    evaluated = lmforge("eval", str(run), "--json")
+    if evaluated.returncode:
+        raise SystemExit(f"eval {run} failed:\n{evaluated.stderr[-2000:]}")
+    figures = {"wall": round(wall, 1), "val_loss": json.loads(evaluated.stdout)["val_loss"]}
+    info = json.loads((run / "run.json").read_text())
+    if "auto" in info:
+        figures["auto"] = info["auto"]["chosen"]
+    io.write_text(result, json.dumps(figures))
+    return figures
+
+
+def bench(work: Path, corpora: list[str], budgets: list[float], grid: int, char_source: Path) -> list[dict]:
+    rows = []
+    for corpus in corpora:
+        data = prepare(work, corpus, char_source)
+        for budget in budgets:
+            tag = f"{corpus}_{budget:g}s"
+            auto = train(data, work / "runs" / tag / "auto", budget, ["--auto"])
+            fast = {k: auto["auto"][k] for k in ("train.dtype", "model.attn_impl", "train.threads")
+                    if k in auto["auto"]}  # fmt: skip
+            points = {}
+            for shape in CANDIDATES[:grid]:
+                keys = {**RECIPE, **shape.updates(), **fast}
+                overrides = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in keys.items()]
+                name = shape.name.replace(" ", "_")
+                points[shape.name] = train(data, work / "runs" / tag / name, budget, overrides)
+            presets = {p: train(data, work / "runs" / tag / p, budget, ["--config", p]) for p in PRESETS}
+            best = min(points, key=lambda k: points[k]["val_loss"])
+            rows.append(
+                {
+                    "corpus": corpus,
+                    "budget": budget,
+                    "auto_choice": auto["auto"]["name"],
+                    "auto_loss": auto["val_loss"],
+                    "auto_wall": auto["wall"],
+                    "grid": {k: v["val_loss"] for k, v in points.items()},
+                    "best": best,
+                    "best_loss": points[best]["val_loss"],
+                    "presets": {k: v["val_loss"] for k, v in presets.items()},
+                }
+            )
+            print(table(rows[-1:], header=False), flush=True)
+    return rows
+
+
+def table(rows: list[dict], header: bool = True) -> str:
+    lines = []
+    if header:
+        lines += [
+            "| corpus | budget | --auto's choice | --auto loss (wall s) | best grid point | its loss | gap "
+            "| demo preset | gpt-small preset | every grid point |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    for r in rows:
+        grid = "; ".join(f"{k}: {v:.3f}" for k, v in r["grid"].items())
+        gap = r["auto_loss"] - r["best_loss"]
+        lines.append(
+            f"| {r['corpus']} | {r['budget']:g} s | {r['auto_choice']} | {r['auto_loss']:.4f} "
+            f"({r['auto_wall']:.0f}) | {r['best']} | {r['best_loss']:.4f} | {gap:+.4f} | "
+            + " | ".join(f"{r['presets'].get(p, float('nan')):.4f}" for p in PRESETS)
+            + f" | {grid} |"
+        )
+    return "\n".join(lines)
+
+
+def write_benchmarks(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    old = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
+    new = (
+        pattern.sub(lambda _m: text.rstrip("\n") + "\n", old)
+        if SECTION in old
+        else old.rstrip() + "\n\n" + text
+    )
+    io.write_text(path, new)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[60, 300, 1200], help="seconds")
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    parser.add_argument("--grid", type=int, default=len(CANDIDATES), help="the first N candidate shapes")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench_auto")
+    parser.add_argument("--write", action="store_true", help="put the table in BENCHMARKS.md")
+    parser.add_argument("--char-source", type=Path, default=TINY_SHAKESPEARE, help="tinyshakespeare.txt")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONPATH", str(ROOT / "src"))
+    cpu = cpu_model()
+    print(f"CPU: {cpu}, {os.cpu_count()} logical cores", flush=True)
+    rows = bench(args.work, args.corpora, args.budgets, args.grid, args.char_source)
+    text = "\n".join(
+        [
+            SECTION,
+            "",
+            f"Machine: {cpu}, {os.cpu_count()} logical cores. Command: `python bench/bench_auto.py "
+            f"--budgets {' '.join(f'{b:g}' for b in args.budgets)} --corpora {' '.join(args.corpora)} "
+            f"--grid {args.grid}`. Loss: `lmforge eval` on the whole validation split. --auto's budget is "
+            "the whole command (start-up and measuring included); each grid point and preset gets the "
+            "same number as its loop's `--time-budget`, start-up not counted. Gap: --auto's loss minus "
+            "the best grid point's (target: at most +0.03).",
+            "",
+            table(rows),
+            "",
+        ]
+    )
+    print("\n" + text)
+    if args.write:
+        write_benchmarks(text)
+        print("wrote BENCHMARKS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The report's section on how `train --auto` chose the model: the candidates' measured speeds, the
+tokens each could see in the budget, the loss the scaling fit predicted, and the real result."""
+
+from __future__ import annotations
+
+from lmforge.eval.tables import fmt as _fmt
+from lmforge.eval.tables import markdown_table
+
+
+def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
+    """How `lmforge train --auto` chose the model (run.json's "auto"): each candidate's measured speed,
+    the tokens it would have seen and its predicted loss, beside the loss the run reached."""
+    if not auto:
+        return []
+    fit = auto.get("fit", {})
+    chosen = auto.get("chosen", {})
+    lines = [
+        "",
+        "## How --auto chose the model",
+        "",
+        f"Budget {auto.get('budget_seconds', 0):g} s: {auto.get('startup_seconds', 0):.1f} s start-up, "
+        f"{auto.get('probe_seconds', 0):.1f} s measuring, {auto.get('train_seconds', 0):.1f} s left for "
+        f"training and evaluation. Scaling fit `{fit.get('name', '?')}`: L = {fit.get('E', 0):.3f} + "
+        f"{fit.get('A', 0):.4g}/N^{fit.get('alpha', 0):.3f} + "
+        f"{fit.get('B', 0):.4g}/D^{fit.get('beta', 0):.3f}. "
+        f"Chosen: **{chosen.get('name', '?')}**, lr {chosen.get('optim.lr', '-')}, "
+        f"{chosen.get('train.dtype', '')} {chosen.get('model.attn_impl', '')}; predicted validation loss "
+        f"{_fmt(auto.get('predicted_loss'))}, reached {_fmt(val_loss)}.",
+        "",
+        f"Left to --auto: {', '.join(auto.get('left_to_auto', [])) or 'nothing'}; given: "
+        + (", ".join(f"{k}={v}" for k, v in auto.get("given", {}).items()) or "nothing"),
+        "",
+    ]
+    rows = [
+        [c["name"] + (" **(chosen)**" if c.get("chosen") else ""), c["n_params"],
+         round(c["tokens_per_second"]), c["tokens"], c["predicted_loss"]]
+        for c in auto.get("candidates", [])
+    ]  # fmt: skip
+    lines.append(
+        markdown_table(
+            ["candidate", "N (non-embedding)", "tokens/s", "tokens in budget", "predicted loss"], rows
+        )
+    )
+    if auto.get("fast_paths"):
+        paths = [[p.get("train.threads", "-"), p.get("train.dtype", "-"), p.get("model.attn_impl", "-"),
+                  round(p["tokens_per_second"])] for p in auto["fast_paths"]]  # fmt: skip
+        lines += ["", markdown_table(["threads", "dtype", "attention", "tokens/s (mid-sized shape)"], paths)]
+    return lines

@@ -1,0 +1,547 @@
+"""`lmforge train --auto`: the model size, context, batch and learning rate for this machine and budget.
+
+The best shape for a minute differs from the best for twenty, and from one CPU to the next (bf16
+matmuls are a little faster than fp32 on one chip, several times faster on another). So the choice is
+made where the run happens, in three measured steps and one prediction:
+
+1. **fast paths** -- a mid-sized candidate is timed with each thread count, precision and attention
+   implementation training could use, one knob at a time; the fastest is kept for every candidate
+   (`train.threads`, `train.dtype`, `model.attn_impl`).
+2. **speed** -- each candidate shape (`CANDIDATES`, the presets and shapes between them) runs a few
+   real training steps (`train/engine.py`'s own step, optimizer included), warm-up excluded: tokens/s.
+3. **tokens** -- what each would see in the budget: D = tokens/s x (budget - start-up - probe - the
+   evaluations it will make).
+4. **loss** -- the project's scaling fit L(N, D) = E + A/N^alpha + B/D^beta (tune/scaling.py; the
+   constants come from a committed ladder of runs, `presets/auto_ladder.json`, refit by
+   bench/auto_ladder.py) predicts each candidate's validation loss; the lowest wins. D is counted as
+   *effective* tokens when the run would see its corpus more than once (Muennighoff et al. 2023,
+   "Scaling Data-Constrained Language Models": repeated tokens are worth less and less, with a
+   half-life of about R* = 15 repetitions), so a small corpus pushes the choice towards larger models
+   rather than more epochs of a tiny one.
+
+The learning rate is not searched: it follows the width (`lr_for`), a rule read off the sweeps that
+made the presets (BENCHMARKS.md, "Time to quality"; the demo preset): 5e-3 at width 64, 3e-3 at
+128, 2e-3 at 192 -- about 5e-3 x (64 / n_embd)^0.8, the shrinking step size a wider model needs
+(as muP prescribes for Adam, 1/width, softened by what the sweeps measured).
+
+Explicit settings win: any of the chosen knobs given on the command line is fixed for every
+candidate, and the choice is made over the rest (`left_to_auto` says which).
+
+`choose` is the pure decision (speeds in, choice out), tested on made-up speeds; `plan` does the
+measuring around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import UserError
+from lmforge.tune.scaling import ScalingFit
+
+logger = logging.getLogger(__name__)
+
+# The knobs --auto chooses: any one given explicitly (key=value, or the preset) is kept as given.
+KNOBS = ("model.n_layer", "model.n_embd", "model.n_head", "model.seq_len", "train.batch_size", "optim.lr")
+FAST_PATH_KNOBS = ("train.threads", "train.dtype", "model.attn_impl")
+
+# What every --auto run shares (the recipe of the presets' sweeps): a modern GPT that exports to
+# Hugging Face (SwiGLU + QK-norm = Qwen3), AdamW, a warm-up / stable / linear warm-down schedule
+# that ends at zero. A preset (--config) or key=value overrides change any of it.
+RECIPE = {
+    "model.family": "gpt",
+    "model.style": "modern",
+    "model.mlp": "swiglu",
+    "model.qk_norm": True,
+    "model.tie_embeddings": False,
+    "optim.name": "adamw",
+    "optim.beta2": 0.95,
+    "optim.weight_decay": 0.1,
+    "optim.grad_clip": 1.0,
+    "schedule.name": "wsd",
+    "schedule.warmup_steps": 30,
+    "schedule.warmdown_frac": 0.5,
+    "schedule.min_lr_frac": 0.0,
+    "train.max_steps": 10_000_000,  # the time budget decides
+}
+
+EVALS = 8  # validation passes in a run (the last one included): a curve, at a few % of the budget
+EVAL_SHARE = 0.05  # of the training time, at most, spent evaluating (unless train.eval_tokens is given)
+MIN_EVAL_TOKENS = 4096  # validation tokens per evaluation, at least
+MIN_TRAIN_SECONDS = 10.0  # less than this is not a training run worth choosing a model for
+MARGIN_SECONDS = 1.5  # building the model and optimizer, and the process's exit, outside the loop's clock
+REPEAT_HALF_LIFE = 15.4  # R*: Muennighoff et al. 2023, fitted value for repeated data
+PROBE_SHARE = 0.10  # of the budget, at most, spent measuring speeds
+PROBE_SLICE = (0.3, 1.5)  # seconds of timed steps per candidate, at least / at most
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A candidate: depth, width, context and sequences per step (heads: width / 32)."""
+
+    n_layer: int
+    n_embd: int
+    seq_len: int
+    batch_size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.n_layer}x{self.n_embd} ctx{self.seq_len} b{self.batch_size}"
+
+    @property
+    def n_head(self) -> int:
+        return heads_for(self.n_embd)
+
+    def updates(self) -> dict:
+        return {
+            "model.n_layer": self.n_layer,
+            "model.n_embd": self.n_embd,
+            "model.n_head": self.n_head,
+            "model.seq_len": self.seq_len,
+            "train.batch_size": self.batch_size,
+            "optim.lr": lr_for(self.n_embd),
+        }
+
+
+# From the speedrun preset (1 x 64) through the quality preset (3 x 64, context 128), gpt-small
+# (4 x 128) and the demo (4 x 192) to one size beyond: N grows about 2-3x per row.
+CANDIDATES = (
+    Shape(1, 64, 64, 32),
+    Shape(2, 64, 128, 32),
+    Shape(3, 64, 128, 32),
+    Shape(2, 128, 128, 16),
+    Shape(4, 128, 128, 16),
+    Shape(4, 192, 128, 16),
+    Shape(6, 256, 128, 16),
+)
+FAST_PATH_SHAPE = Shape(2, 128, 128, 8)  # timed in each precision to pick the fast path: mid width, short
+
+
+def heads_for(n_embd: int) -> int:
+    """Heads of 32 channels (the presets' choice), or the nearest count below that divides n_embd."""
+    heads = max(1, n_embd // 32)
+    while n_embd % heads:
+        heads -= 1
+    return heads
+
+
+def lr_for(n_embd: int) -> float:
+    """AdamW's peak learning rate for a width: 5e-3 at 64, falling as width^-0.8 (module docstring)."""
+    return float(f"{5e-3 * (64 / n_embd) ** 0.8:.2g}")
+
+
+def effective_tokens(tokens: float, unique: float) -> float:
+    """Tokens worth of fresh data when `tokens` are drawn from a corpus of `unique` (Muennighoff et al.
+    2023): the first pass counts fully, each further pass less, saturating at R* extra passes."""
+    if unique <= 0 or tokens <= unique:
+        return float(tokens)
+    repeats = tokens / unique - 1
+    return unique + unique * REPEAT_HALF_LIFE * (1 - math.exp(-repeats / REPEAT_HALF_LIFE))
+
+
+@dataclass
+class Measured:
+    """One candidate's measurement: its settings, non-embedding parameters and training speed."""
+
+    name: str
+    updates: dict  # dotted keys of the candidate (the user's fixed values already in)
+    n_params: int  # N of the scaling fit: non-embedding parameters, the head included
+    tokens_per_second: float
+
+
+@dataclass
+class Prediction:
+    measured: Measured
+    tokens: float  # D: tokens it would train on in the budget
+    predicted_loss: float
+
+
+def choose(
+    measured: list[Measured],
+    fit: ScalingFit,
+    seconds: float,
+    unique_tokens: float,
+    eval_tokens: int,
+) -> tuple[Prediction, list[Prediction]]:
+    """The candidate with the lowest predicted loss after `seconds` of the run's loop, and all the
+    predictions. Each loses to its evaluations (EVALS passes of eval_tokens, forward only: about a
+    third of a training step's cost per token, each at most `eval_tokens_for`) the time they take."""
+    if not measured:
+        raise UserError("--auto has no candidate to choose from; drop --auto and pass --config")
+    predictions = []
+    for m in measured:
+        eval_seconds = (
+            EVALS * eval_tokens_for(m.tokens_per_second, seconds, eval_tokens) / (3 * m.tokens_per_second)
+        )
+        tokens = max(0.0, m.tokens_per_second * (seconds - eval_seconds))
+        d = effective_tokens(tokens, unique_tokens)
+        loss = float(fit.loss(m.n_params, d)) if d > 0 else math.inf
+        predictions.append(Prediction(m, tokens, loss))
+    best = min(predictions, key=lambda p: p.predicted_loss)
+    if not math.isfinite(best.predicted_loss):
+        raise UserError(
+            f"no --auto candidate can train in {seconds:.0f}s after its evaluations; raise --time-budget"
+        )
+    return best, predictions
+
+
+def eval_tokens_for(tokens_per_second: float, seconds: float, eval_tokens: int) -> int:
+    """Validation tokens per evaluation: `eval_tokens`, or fewer when EVALS passes of it would take
+    more than EVAL_SHARE of the training time (a slow machine or a short budget), never under
+    MIN_EVAL_TOKENS."""
+    affordable = EVAL_SHARE * seconds * 3 * tokens_per_second / EVALS
+    return int(min(eval_tokens, max(MIN_EVAL_TOKENS, affordable)))
+
+
+# --- the scaling fit the choice uses -----------------------------------------------------------------
+
+
+def ladder_path() -> Path:
+    from lmforge import presets
+
+    return presets.folder() / "auto_ladder.json"
+
+
+def load_fit(tokenizer_kind: str, path: Path | None = None) -> tuple[ScalingFit, str]:
+    """The fit for this kind of tokenizer (per-token losses of characters and BPE differ), and its name."""
+    data = json.loads((path or ladder_path()).read_text(encoding="utf-8"))
+    fits = data["fits"]
+    name = tokenizer_kind if tokenizer_kind in fits else data["default"]
+    f = fits[name]["fit"]
+    return ScalingFit(f["E"], f["A"], f["alpha"], f["B"], f["beta"], f["rmse_log"]), name
+
+
+# --- time ----------------------------------------------------------------------------------------------
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (interpreter and imports included; Linux), else 0."""
+    try:
+        with open("/proc/self/stat") as handle:
+            start_ticks = float(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        import os
+
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def probe_slice(budget: float, count: int) -> float:
+    """Timed seconds per configuration: PROBE_SHARE of the budget over `count`, within PROBE_SLICE."""
+    low, high = PROBE_SLICE
+    return min(high, max(low, PROBE_SHARE * budget / max(1, count)))
+
+
+def minimum_budget(elapsed: float, count: int) -> float:
+    """The shortest budget --auto accepts: start-up so far, the shortest probe (each configuration's
+    slice plus about as much again for warm-up), the shortest useful training, and the margins."""
+    return elapsed + count * 2 * PROBE_SLICE[0] + MIN_TRAIN_SECONDS + MARGIN_SECONDS
+
+
+# --- measuring -----------------------------------------------------------------------------------------
+
+
+def measure_speed(config, data, device, seconds: float) -> tuple[float, int]:
+    """Tokens/s of `config`'s real training step (forward, backward, clip, AdamW) on `device`, timed
+    over about `seconds` after one warm-up step; and the model's non-embedding parameter count."""
+    import torch
+
+    from lmforge import hardware, logs
+    from lmforge.dist import DistInfo
+    from lmforge.train.engine import apply_update, build_engine, train_step
+
+    if device.type == "cpu":
+        hardware.setup_threads(config.train.threads or hardware.physical_cores())
+    rng = torch.get_rng_state()
+    with logs.silenced("lmforge.train"):  # the probe's engines are not the run's: no messages
+        engine = build_engine(config, data, device, DistInfo(), None, None)
+    n_params = engine.model.num_params(exclude_embeddings=True)
+    start = time.perf_counter()
+    train_step(engine, 0)  # warm-up: allocation, first-call dispatch
+    apply_update(engine, skip=False)
+    warm_up = time.perf_counter() - start
+    if warm_up > 3 * seconds:  # far slower than the slice (a busy machine): the warm-up step must do
+        torch.set_rng_state(rng)
+        return engine.tokens_per_step / warm_up, n_params
+    steps, start = 0, time.perf_counter()
+    while True:  # at least one timed step, however slow
+        train_step(engine, 1 + steps)
+        apply_update(engine, skip=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    torch.set_rng_state(rng)
+    return steps * engine.tokens_per_step / elapsed, n_params
+
+
+@dataclass
+class Plan:
+    updates: dict  # dotted keys to apply under the user's own settings
+    record: dict  # for the log, run.json and the report
+
+
+def plan(
+    base_tree: dict,
+    fixed: dict,
+    data_dir: Path,
+    vocab_size: int,
+    tokenizer_kind: str,
+    budget: float,
+    unique_tokens: int,
+    elapsed: Callable[[], float] = process_seconds,
+) -> Plan:
+    """Measure the candidates here and now and choose one for `budget` seconds of the whole run.
+
+    `base_tree`: the config tree under --auto's choice (recipe, preset); `fixed`: dotted keys the user
+    set explicitly, which every candidate keeps.
+    """
+    from lmforge import hardware
+    from lmforge.config import apply_updates, build_run_config
+    from lmforge.train.data import open_data
+
+    fit, fit_name = load_fit(tokenizer_kind)
+
+    def config_of(updates: dict):
+        tree = json.loads(json.dumps(base_tree))  # a deep copy
+        apply_updates(tree, updates)
+        apply_updates(tree, fixed)
+        return build_run_config(tree, vocab_size)
+
+    first = config_of({})
+    device = hardware.resolve_device(first.train.device)
+    left_to_auto = [k for k in (*KNOBS, *FAST_PATH_KNOBS) if k not in fixed]
+    shapes = _candidate_updates(fixed)
+    options = _fast_path_options(fixed, device.type, hardware.physical_cores())
+    count = len(shapes) + (1 + sum(len(o) - 1 for _, o in options) if options else 0)
+    minimum = minimum_budget(elapsed(), count)
+    if budget < minimum:
+        raise UserError(
+            f"--time-budget {budget:g} is too short for --auto: start-up, measuring {count} "
+            f"configurations and {MIN_TRAIN_SECONDS:.0f}s of training need about {math.ceil(minimum)}s; "
+            f"pass --time-budget {math.ceil(minimum)} or more, or drop --auto and pass --config"
+        )
+    data = open_data(Path(data_dir), first.data.weights)
+    shapes = _feasible(shapes, data, unique_tokens, first.train.seed)
+    if device.type == "cpu":  # a candidate that would not fit in memory is not measured either
+        shapes = _fitting(shapes, config_of)
+    slice_s = probe_slice(budget, count)
+    probe_start = elapsed()
+    # a loaded machine makes every step slow: past this, measuring stops with what it has
+    probe_end = probe_start + max(PROBE_SHARE * budget, count * 2 * PROBE_SLICE[0])
+
+    # the fast paths, one knob at a time (threads, then precision, then attention), on a mid-sized shape
+    chosen_path = {knob: values[0] for knob, values in options}
+    path_rows: list[dict] = []
+    mid = {**FAST_PATH_SHAPE.updates(), **{k: v for k, v in fixed.items() if k in KNOBS}}
+    for knob, values in options:
+        speeds = {}
+        for value in values:
+            path = {**chosen_path, knob: value}
+            row = next((r for r in path_rows if all(r[k] == v for k, v in path.items())), None)
+            if row is None:
+                speed, _ = measure_speed(config_of({**mid, **path}), data, device, slice_s)
+                row = {**path, "tokens_per_second": round(speed, 1)}
+                path_rows.append(row)
+                logger.info(f"auto: fast path {_path_name(path)}: {speed / 1e3:.1f}k tok/s")
+            speeds[value] = row["tokens_per_second"]
+        chosen_path[knob] = max(speeds, key=speeds.get)
+
+    measured = []
+    for name, updates in shapes:
+        config = config_of({**updates, **chosen_path})
+        speed, n_params = measure_speed(config, data, device, slice_s)
+        measured.append(Measured(name, {**updates, **chosen_path}, n_params, speed))
+        logger.info(f"auto: {name}: {n_params:,} parameters, {speed / 1e3:.1f}k tok/s")
+        step_tokens = config.train.batch_size * config.model.seq_len
+        if speed * (budget - elapsed() - MARGIN_SECONDS) / step_tokens < 100:
+            break  # under 100 steps in the budget: the larger shapes after it are slower still
+        if elapsed() > probe_end:
+            logger.info(
+                f"auto: measuring took its share of the budget; the {len(shapes) - len(measured)} larger "
+                "candidates are left out"
+            )
+            break
+    probe_seconds = elapsed() - probe_start
+    available = budget - elapsed() - MARGIN_SECONDS
+    if available < MIN_TRAIN_SECONDS:
+        raise UserError(
+            f"--time-budget {budget:g} leaves {available:.0f}s of training after measuring the "
+            f"candidates; pass --time-budget {math.ceil(budget - available + MIN_TRAIN_SECONDS)} or more"
+        )
+    eval_tokens = first.train.eval_tokens
+    best, predictions = choose(measured, fit, available, unique_tokens, eval_tokens)
+    updates = dict(best.measured.updates)
+    horizon = best.tokens / (updates.get("train.batch_size", 16) * updates.get("model.seq_len", 128))
+    every = max(25, int(horizon / EVALS))
+    tokens = eval_tokens_for(best.measured.tokens_per_second, available, eval_tokens)
+    for key, value in (
+        ("train.eval_every", every),
+        ("train.ckpt_every", every),
+        ("train.eval_tokens", tokens),
+    ):
+        if key not in fixed:
+            updates[key] = value
+    for p in predictions:
+        logger.info(
+            f"auto: {p.measured.name:<22} N {p.measured.n_params:>10,}  "
+            f"{p.measured.tokens_per_second / 1e3:6.1f}k tok/s  D {p.tokens / 1e6:7.2f}M  "
+            f"predicted val loss {p.predicted_loss:.4f}{'  <- chosen' if p is best else ''}"
+        )
+    kept = [k for k in (*KNOBS, *FAST_PATH_KNOBS) if k in fixed]
+    logger.info(
+        f"auto: chose {best.measured.name} ({_path_name(chosen_path) or 'given precision'}), lr "
+        f"{updates.get('optim.lr', fixed.get('optim.lr'))}: predicted val loss {best.predicted_loss:.4f} "
+        f"after {best.tokens / 1e6:.2f}M tokens in {available:.0f}s; left to --auto: "
+        f"{', '.join(left_to_auto) or 'nothing'}" + (f"; given: {', '.join(kept)}" if kept else "")
+    )
+    record = {
+        "budget_seconds": budget,
+        "startup_seconds": round(probe_start, 2),
+        "probe_seconds": round(probe_seconds, 2),
+        "train_seconds": round(available, 2),
+        "fit": {"name": fit_name, "E": fit.E, "A": fit.A, "alpha": fit.alpha, "B": fit.B, "beta": fit.beta},
+        "unique_tokens": unique_tokens,
+        "left_to_auto": left_to_auto,
+        "given": {k: fixed[k] for k in kept},
+        "fast_paths": path_rows,
+        "candidates": [
+            {
+                "name": p.measured.name,
+                "n_params": p.measured.n_params,
+                "tokens_per_second": round(p.measured.tokens_per_second, 1),
+                "tokens": int(p.tokens),
+                "predicted_loss": round(p.predicted_loss, 4),
+                "chosen": p is best,
+            }
+            for p in predictions
+        ],
+        "chosen": {"name": best.measured.name, **updates},
+        "predicted_loss": round(best.predicted_loss, 4),
+    }
+    return Plan(updates, record)
+
+
+def _candidate_updates(fixed: dict) -> list[tuple[str, dict]]:
+    """Each candidate's knobs with the user's fixed ones in; duplicates (after fixing) dropped."""
+    out, seen = [], set()
+    for shape in CANDIDATES:
+        updates = shape.updates()
+        if "model.n_embd" in fixed:
+            updates["model.n_head"] = heads_for(int(fixed["model.n_embd"]))
+            if "optim.lr" not in fixed:
+                updates["optim.lr"] = lr_for(int(fixed["model.n_embd"]))
+        updates = {k: fixed.get(k, v) for k, v in updates.items()}
+        key = tuple(sorted(updates.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        name = (
+            f"{updates['model.n_layer']}x{updates['model.n_embd']} ctx{updates['model.seq_len']} "
+            f"b{updates['train.batch_size']}"
+        )
+        out.append((name, updates))
+    return out
+
+
+def _fast_path_options(fixed: dict, device: str, cores: int) -> list[tuple[str, list]]:
+    """The fast-path knobs to time and their values, the default first (none the user fixed).
+
+    Threads: all physical cores is fastest on an idle machine, but cores shared with other jobs
+    can make several threads wait on each other far more than one thread loses."""
+    options: list[tuple[str, list]] = []
+    if device == "cpu" and cores > 1:
+        options.append(("train.threads", [cores, 1]))
+    options += [("train.dtype", ["float32", "bfloat16"]), ("model.attn_impl", ["sdpa", "math"])]
+    return [(knob, values) for knob, values in options if knob not in fixed]
+
+
+def _path_name(path: dict) -> str:
+    return " + ".join(str(path[k]) for k in FAST_PATH_KNOBS if k in path)
+
+
+def _fitting(shapes: list[tuple[str, dict]], config_of) -> list[tuple[str, dict]]:
+    """The candidates whose training fits in free memory (memory.py's estimate); the smallest's error
+    when none does."""
+    from lmforge.memory import check_fits
+
+    kept, first_error = [], None
+    for name, updates in shapes:
+        try:
+            check_fits(config_of(updates))
+        except UserError as exc:
+            first_error = first_error or exc
+            continue
+        kept.append((name, updates))
+    if not kept and first_error is not None:
+        raise first_error
+    return kept
+
+
+def _feasible(shapes: list[tuple[str, dict]], data, unique_tokens: int, seed: int) -> list[tuple[str, dict]]:
+    """The candidates whose batch the corpus can fill; a clear error when not even the smallest can."""
+    kept = []
+    for name, updates in shapes:
+        batch_tokens = updates["train.batch_size"] * updates["model.seq_len"]
+        if unique_tokens < batch_tokens:
+            continue
+        try:
+            data.make_sampler(updates["train.batch_size"], updates["model.seq_len"], seed, 0, 1)
+        except UserError:
+            continue
+        kept.append((name, updates))
+    if not kept:
+        smallest = min(s[1]["train.batch_size"] * s[1]["model.seq_len"] for s in shapes)
+        raise UserError(
+            f"the corpus is too small for --auto: {unique_tokens:,} training tokens, and its smallest "
+            f"candidate needs at least {smallest:,} (one batch) in shards longer than its context; "
+            "prepare more text with `lmforge data prepare`, or drop --auto and pass --config"
+        )
+    return kept
+
+
+def auto_config(
+    preset_path: Path | None,
+    given: dict,
+    data_dir: Path,
+    tokenizer,
+    elapsed: Callable[[], float] = process_seconds,
+):
+    """The RunConfig --auto trains, and the record of its choice (run.json's "auto").
+
+    Layers, each over the one before: the --auto recipe, the preset, the choice, then `given` (the
+    user's flags and key=value overrides, which also fix those knobs for every candidate). The loop's
+    own time budget is what is left of the whole run's once the choice is made.
+    """
+    from lmforge.config import apply_updates, build_run_config, flatten, read_toml
+
+    given = dict(given)
+    budget = float(given.pop("train.time_budget", 0) or 0)
+    if budget <= 0:
+        raise UserError(
+            "--auto chooses the model for a time budget; pass --time-budget SECONDS (the whole run)"
+        )
+    if given.get("model.family", "gpt") != "gpt":
+        raise UserError("--auto chooses among GPT shapes; drop model.family / --model, or drop --auto")
+    base: dict = {}
+    apply_updates(base, RECIPE)
+    if preset_path:
+        apply_updates(base, flatten(read_toml(preset_path)))
+    manifest = json.loads((Path(data_dir) / "shards" / "manifest.json").read_text(encoding="utf-8"))
+    unique = int(manifest["splits"]["train"]["tokens"])
+    chosen = plan(base, given, Path(data_dir), tokenizer.vocab_size, tokenizer.kind, budget, unique, elapsed)
+    left = budget - elapsed() - MARGIN_SECONDS
+    tree = json.loads(json.dumps(base))
+    apply_updates(tree, chosen.updates)
+    apply_updates(tree, given)
+    apply_updates(tree, {"train.time_budget": round(max(1.0, left), 2), "data.path": str(data_dir)})
+    return build_run_config(tree, tokenizer.vocab_size), chosen.record

@@ -1,0 +1,146 @@
+"""--auto: the choice on made-up speeds (pure), the knobs a user fixes, bad input, and one tiny real run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from lmforge.cli import main
+from lmforge.errors import UserError
+from lmforge.tune import auto
+from lmforge.tune.auto import Measured, choose, effective_tokens
+from lmforge.tune.scaling import ScalingFit
+
+FIT = ScalingFit(E=1.0, A=400.0, alpha=0.34, B=400.0, beta=0.28, rmse_log=0.0)
+SIZES = (50_000, 200_000, 800_000, 3_000_000)
+
+
+def machine(flops_per_second: float) -> list[Measured]:
+    """Candidates on a machine that does `flops_per_second` of training: tokens/s = F / 6N."""
+    return [Measured(f"n{n}", {}, n, flops_per_second / (6 * n)) for n in SIZES]
+
+
+def chosen_size(flops_per_second: float, seconds: float, unique: float = 1e12) -> int:
+    best, _ = choose(machine(flops_per_second), FIT, seconds, unique, eval_tokens=1000)
+    return best.measured.n_params
+
+
+def test_a_faster_machine_gets_a_bigger_model():
+    sizes = [chosen_size(f, 300) for f in (3e9, 3e10, 3e11)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1], sizes
+
+
+def test_a_longer_budget_gets_a_bigger_model():
+    sizes = [chosen_size(3e10, s) for s in (60, 300, 1200)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1], sizes
+
+
+def test_the_choice_is_the_lowest_predicted_loss_and_evaluations_cost_tokens():
+    best, predictions = choose(machine(3e10), FIT, 300, 1e12, eval_tokens=1000)
+    assert best.predicted_loss == min(p.predicted_loss for p in predictions)
+    for p in predictions:  # D = speed x (seconds - evaluation time), and the fit's loss at (N, D)
+        speed = p.measured.tokens_per_second
+        assert p.tokens == pytest.approx(speed * (300 - auto.EVALS * 1000 / (3 * speed)))
+        assert p.predicted_loss == pytest.approx(float(FIT.loss(p.measured.n_params, p.tokens)))
+
+
+def test_evaluations_shrink_to_a_share_of_a_slow_or_short_run():
+    assert auto.eval_tokens_for(1e6, 600, 65536) == 65536  # fast and long: all of it
+    slow = auto.eval_tokens_for(5e3, 60, 65536)  # 8 passes of 65,536 would take longer than the run
+    assert slow < 65536 and 8 * slow / (3 * 5e3) <= auto.EVAL_SHARE * 60 + 1e-9
+    assert auto.eval_tokens_for(10, 10, 65536) == auto.MIN_EVAL_TOKENS
+    best, _ = choose(machine(3e8), FIT, 60, 1e12, eval_tokens=65536)  # without the cap nothing fits
+    assert best.tokens > 0
+
+
+def test_repeated_data_is_worth_less_and_a_small_corpus_moves_the_choice_up():
+    assert effective_tokens(5e5, 1e6) == 5e5  # one pass or less: every token counts
+    assert effective_tokens(2e6, 1e6) < 2e6
+    many = effective_tokens(1e9, 1e6)  # saturates at U (1 + R*)
+    assert many == pytest.approx(1e6 * (1 + auto.REPEAT_HALF_LIFE), rel=1e-3)
+    assert chosen_size(3e10, 1200, unique=1e5) > chosen_size(3e10, 1200, unique=1e12)
+
+
+def test_nothing_to_choose_or_no_time_is_a_user_error():
+    with pytest.raises(UserError, match="no candidate"):
+        choose([], FIT, 300, 1e6, 1000)
+    with pytest.raises(UserError, match="raise --time-budget"):
+        choose(machine(1e6), FIT, 0.001, 1e6, 1000)
+
+
+def test_lr_rule_and_heads_follow_the_presets():
+    assert auto.lr_for(64) == 5e-3 and 2.5e-3 < auto.lr_for(128) < 3.2e-3 and auto.lr_for(192) == 2.1e-3
+    assert [auto.heads_for(w) for w in (64, 96, 128, 192, 100)] == [2, 3, 4, 6, 2]
+
+
+def test_fixed_knobs_hold_for_every_candidate():
+    shapes = auto._candidate_updates({"model.n_layer": 2, "train.batch_size": 8})
+    assert shapes and all(u["model.n_layer"] == 2 and u["train.batch_size"] == 8 for _, u in shapes)
+    assert len({tuple(sorted(u.items())) for _, u in shapes}) == len(shapes)  # duplicates dropped
+    assert len(shapes) < len(auto.CANDIDATES)
+    widths = auto._candidate_updates({"model.n_embd": 96})
+    assert all(u["model.n_head"] == 3 and u["optim.lr"] == auto.lr_for(96) for _, u in widths)
+    knobs = [k for k, _ in auto._fast_path_options({"train.dtype": "float32"}, "cpu", 2)]
+    assert knobs == ["train.threads", "model.attn_impl"]
+
+
+def test_the_shipped_fits_load():
+    for kind in ("char", "bpe", "unknown"):
+        fit, name = auto.load_fit(kind)
+        assert name in ("char", "bpe") and fit.alpha > 0 and fit.beta > 0
+
+
+def _train(data, out, *extra):
+    return main(["train", "--data", str(data), "--out", str(out), "--no-progress", "--auto", *extra])
+
+
+def test_bad_input_says_what_to_do(char_data, tiny_corpus, tmp_path, capsys):
+    assert _train(char_data, tmp_path / "a") == 2
+    assert "pass --time-budget" in capsys.readouterr().err
+    assert _train(char_data, tmp_path / "b", "--time-budget", "5") == 2
+    err = capsys.readouterr().err
+    assert "too short for --auto" in err and "pass --time-budget" in err
+    assert _train(char_data, tmp_path / "c", "--time-budget", "60", "--model", "gru") == 2
+    assert "GPT shapes" in capsys.readouterr().err
+    # a corpus smaller than one batch of the smallest candidate
+    small = tmp_path / "small.txt"
+    small.write_text(
+        "".join(f"line {i}: to be or not to be, that is it\n" for i in range(30)), encoding="utf-8"
+    )
+    data = tmp_path / "small_data"
+    args = ["data", "prepare", "--source", str(small), "--out", str(data), "--tokenizer", "char"]
+    assert main([*args, "--json"]) == 0
+    capsys.readouterr()
+    assert _train(data, tmp_path / "e", "--time-budget", "60") == 2
+    err = capsys.readouterr().err
+    assert "corpus is too small for --auto" in err and "at least 2,048" in err
+
+
+BUDGET = 60  # seconds: measuring and training, with room for a machine shared with other jobs
+
+
+@pytest.mark.slow
+def test_a_tiny_real_run_chooses_records_and_keeps_the_budget(char_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    fixed = ["model.n_embd=32", "model.seq_len=32", "train.batch_size=4", "train.eval_tokens=512"]
+    start = time.perf_counter()
+    assert _train(char_data, out, "--time-budget", str(BUDGET), *fixed) == 0
+    wall = time.perf_counter() - start
+    text = capsys.readouterr().out
+    assert "auto: chose" in text and "left to --auto: model.n_layer" in text
+    record = json.loads((out / "run.json").read_text())["auto"]
+    assert record["given"]["model.n_embd"] == 32 and "model.n_embd" not in record["left_to_auto"]
+    assert len(record["candidates"]) >= 2 and sum(c["chosen"] for c in record["candidates"]) == 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["n_embd"] == 32 and config["model"]["seq_len"] == 32
+    chosen = record["chosen"]
+    assert (
+        config["model"]["n_layer"] == chosen["model.n_layer"] and config["optim"]["lr"] == chosen["optim.lr"]
+    )
+    assert 0 < config["train"]["time_budget"] < BUDGET - record["probe_seconds"]
+    assert wall < BUDGET + 8, wall  # the whole command, probe included, ends about on time
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "How --auto chose the model" in report and "(chosen)" in report
