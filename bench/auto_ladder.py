@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import shutil
 import sys
 import time
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge import io, logs  # noqa: E402
+from lmforge.hardware import cpu_model  # noqa: E402
 from lmforge.tune.auto import CANDIDATES, RECIPE, effective_tokens  # noqa: E402
 from lmforge.tune.scaling import fit_scaling  # noqa: E402
 
@@ -101,16 +101,6 @@ def _non_embedding(config) -> int:
 def unique_tokens(data_dir: Path) -> int:
     manifest = json.loads((data_dir / "shards" / "manifest.json").read_text())
     return manifest["splits"]["train"]["tokens"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def refit(ladders: dict) -> dict:

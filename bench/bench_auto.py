@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge import io  # noqa: E402
+from lmforge.hardware import cpu_model  # noqa: E402
 from lmforge.tune.auto import CANDIDATES, RECIPE  # noqa: E402
 
 TINY_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"  # beside the checkout
@@ -49,16 +49,6 @@ SECTION = "## `--auto` against a grid of shapes"
 def lmforge(*args: str, env=None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lmforge", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env)
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def prepare(work: Path, corpus: str, char_source: Path) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import platform
 import random
 import socket
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge.cli import main as lmforge  # noqa: E402
 from lmforge.generate.engine import encode_prompt, generate_tokens  # noqa: E402
+from lmforge.hardware import cpu_description  # noqa: E402
 from lmforge.runs import load_run  # noqa: E402
 
 PROMPT = "the question is whether to be or not to be"
@@ -238,14 +240,15 @@ def main() -> None:
     if any(s not in SHAPES for s in shapes):
         ap.error(f"--shapes takes names from {', '.join(SHAPES)}")
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     tables = [line for shape in shapes for line in measure(shape, args)]
     section = "\n".join([
         "## Generation and serving",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, Python "
-        f"{platform.python_version()}, torch {torch.__version__}. Other benchmarks were kept off "
-        "the machine meanwhile (rerun on a busy machine and the absolute figures drop; the ratios "
-        "hold better).  ",
+        f"Machine: {cpu_description()}, {args.threads} torch threads, Python "
+        f"{platform.python_version()}, torch {torch.__version__}; 1-minute load average "
+        f"{load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (rerun on a busy "
+        "machine and the absolute figures drop; the ratios hold better).  ",
         f"Command: `.venv/bin/python bench/bench_generate.py --rounds {args.rounds} --new-tokens "
         f"{args.new_tokens} --threads {args.threads} --shapes {args.shapes} --write`  ",
         "Float32, the same weights in all three paths (exported with `lmforge.export.hf.export_hf`); "

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 
 from lmforge.cli import main as lmforge
+from lmforge.hardware import cpu_model as cpu_name
 
 HERE = Path(__file__).resolve().parent
 DATASETS = {
@@ -120,17 +120,6 @@ def task_set(work: Path, dataset: str) -> Path:
     if not (data / "card.json").is_file():
         run(["data", "tasks", "--task", dataset, "--out", str(data), *DATASETS[dataset]])
     return data
-
-
-def cpu_name() -> str:
-    """The CPU model as lscpu names it (from /proc/cpuinfo), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def settings(run_dir: Path) -> str:

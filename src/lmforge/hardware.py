@@ -37,6 +37,36 @@ def physical_cores() -> int:
     return max(1, min(available, len(cores) or available))
 
 
+# ISA features that decide which kernels are fast on a CPU (bf16 matmuls: AMX >> AVX-512 bf16 >> none)
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo(field: str) -> str:
+    """The first `field` line's value in /proc/cpuinfo ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+    import platform
+
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_description() -> str:
+    """CPU model, the speed-relevant ISA flags it has, and its physical cores -- for benchmark headers."""
+    flags = set(_cpuinfo("flags").split())
+    have = [f for f in SPEED_FLAGS if f in flags]
+    return f"{cpu_model()} (ISA: {' '.join(have) or 'unknown'}; {physical_cores()} physical cores)"
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
