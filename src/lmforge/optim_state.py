@@ -64,11 +64,7 @@ def gather(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> dict[st
         for position, entries in saved[STATE].items():
             for entry, value in entries.items():
                 flat[f"{STATE}.{names[position]}.{entry}"] = value
-        for group in saved[GROUPS]:
-            options = {k: v for k, v in group.items() if k != "params"}
-            for position in group["params"]:
-                for option, value in options.items():
-                    flat[f"{GROUPS}.{names[position]}.{option}"] = value
+        _flatten_groups(flat, saved[GROUPS], names)
     return flat
 
 
@@ -117,9 +113,14 @@ def from_position_layout(
         for position, entries in saved["scalars"].items():
             for entry, value in entries.items():
                 flat[f"{STATE}.{names[int(position)]}.{entry}"] = value
-        for group in saved[GROUPS]:
-            options = {k: v for k, v in group.items() if k != "params"}
-            for position in group["params"]:
-                for option, value in options.items():
-                    flat[f"{GROUPS}.{names[int(position)]}.{option}"] = value
+        _flatten_groups(flat, saved[GROUPS], names)
     return flat
+
+
+def _flatten_groups(flat: dict[str, Any], groups: list[dict], names: list[str]) -> None:
+    """Each param group's options under every member's name: `param_groups.<name>.<option>`."""
+    for group in groups:
+        options = {k: v for k, v in group.items() if k != "params"}
+        for position in group["params"]:
+            for option, value in options.items():
+                flat[f"{GROUPS}.{names[int(position)]}.{option}"] = value
