@@ -6,65 +6,14 @@ export must reproduce our logits to 1e-4, and kept free of branches that cost pe
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MLP_KINDS = ("swiglu", "relu2", "gelu", "relu")
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` that can use a transposed weight copy for one-row products (see decode_layout)."""
-
-    _matvec: tuple | None = None  # (weight key, weight.t().contiguous()) while decode_layout is active
-
-    def matvec_weight(self) -> torch.Tensor:
-        return self.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return project(x, self.weight, self.bias, self)
-
-
-def _key(weight: torch.Tensor) -> tuple:
-    return (weight.data_ptr(), weight._version, weight.dtype, weight.shape)
-
-
-def project(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, holder: nn.Module
-) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``; a one-row inference x uses ``holder``'s transposed copy if any."""
-    fast = holder._matvec
-    if fast is None or x.numel() != x.size(-1) or torch.is_grad_enabled() or fast[0] != _key(weight):
-        return F.linear(x, weight, bias)
-    y = x @ fast[1]  # (..., out)
-    return y if bias is None else y + bias
-
-
-@contextlib.contextmanager
-def decode_layout(model: nn.Module) -> Iterator[None]:
-    """While active, one-row inference products read weights stored (in, out) instead of (out, in).
-
-    Batch-1 decoding is bound by streaming the weights from memory, and on this CPU a (1, K) x (K, N)
-    product with a K-major matrix ran ~2x faster than ``F.linear``'s layout (≈ 19 vs 9 GB/s; 10-20% of
-    a whole decode step at the 10.7 M shape). The copies (one more model's worth of memory) live only
-    inside the ``with``; each is checked against its weight's storage and version counter, so a weight
-    changed in place meanwhile falls back to the ordinary path instead of using a stale copy.
-    """
-    holders = [m for m in model.modules() if hasattr(m, "matvec_weight")]
-    try:
-        with torch.no_grad():
-            for m in holders:
-                w = m.matvec_weight()
-                m._matvec = (_key(w), w.t().contiguous())
-        yield
-    finally:
-        for m in holders:
-            m._matvec = None
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -189,6 +138,17 @@ def activation(kind: str) -> nn.Module:
         return GELUTanh()
     if kind == "relu":
         return nn.ReLU()
+    raise ValueError(f"no plain activation {kind!r}")
+
+
+def activation_(kind: str, x: torch.Tensor) -> torch.Tensor:
+    """The non-gated activation of ``kind`` for inference, in place where the op allows (decoding)."""
+    if kind == "relu2":
+        return F.relu(x, inplace=True).square_()
+    if kind == "gelu":
+        return F.gelu(x, approximate="tanh")
+    if kind == "relu":
+        return F.relu(x, inplace=True)
     raise ValueError(f"no plain activation {kind!r}")
 
 
