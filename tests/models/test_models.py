@@ -279,7 +279,7 @@ def _to_hf(model):
     ],
 )
 def test_same_logits_as_hugging_face(overrides):
-    """The architecture maps exactly (issue 9): skipped where transformers is not installed."""
+    """The architecture maps exactly: skipped where transformers is not installed."""
     cfg = GPTConfig(**{"vocab_size": V, "seq_len": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, **overrides})
     torch.manual_seed(0)
     model = build_model(cfg).eval()
