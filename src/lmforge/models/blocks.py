@@ -16,9 +16,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.models.decode import Row, detached, folded_bias, row_operand
+from lmforge.models.decode import Row, row_operand, row_product
 from lmforge.models.gpt_config import GPTConfig
 from lmforge.models.layers import RMSNorm, activation, activation_, attend, rotate
+
+
+class PreNormBlock(nn.Module):
+    """x + attn(norm1(x)), then + mlp(norm2(x)): the block of both styles, which name their parts
+    differently (the Hugging Face names export maps onto) and say which norms are theirs (``norms``)."""
+
+    attn: nn.Module
+    mlp: nn.Module
+    drop: nn.Module
+
+    def norms(self) -> tuple[nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    def forward(self, x, cos, sin, blocked, layer_cache, pos: int):
+        attn_norm, mlp_norm = self.norms()
+        x = x + self.drop(self.attn(attn_norm(x), cos, sin, blocked, layer_cache, pos))
+        return x + self.drop(self.mlp(mlp_norm(x)))
+
+    def decode_copy(self) -> tuple:
+        attn_norm, mlp_norm = self.norms()
+        return self.attn.decode_copy(attn_norm), self.mlp.decode_copy(mlp_norm)
+
+    def decode_scratch(self, row: Row) -> tuple:
+        return self.attn.decode_scratch(row), self.mlp.decode_scratch(row)
+
+    def decoder(self, row: Row, scratch: tuple, k_cache, v_cache):
+        """This block's step at one new position for one stream, ``step(copy, pos, rope)``: row.x
+        updated in place as ``forward`` would (dropout is off in decoding). A closure over the
+        modules' bound ``decode`` methods, made once per stream: looking a submodule up through
+        ``nn.Module.__getattr__`` on every token cost ~5% of a step at the demo shape."""
+        attn_decode, mlp_decode, normed, x = self.attn.decode, self.mlp.decode, row.normed, row.x
+        attn_scratch, mlp_scratch = scratch
+
+        def step(copy: tuple, pos: int, rope) -> None:
+            attn_decode(normed(), x, copy[0], attn_scratch, k_cache, v_cache, pos, rope)
+            mlp_decode(normed(), x, copy[1], mlp_scratch)
+
+        return step
 
 
 class ModernAttention(nn.Module):
@@ -135,7 +173,7 @@ class ModernMLP(nn.Module):
         x.addmm_(a, w.down)
 
 
-class ModernBlock(nn.Module):
+class ModernBlock(PreNormBlock):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(cfg.n_embd, cfg.eps)
@@ -144,18 +182,8 @@ class ModernBlock(nn.Module):
         self.mlp = ModernMLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, blocked, layer_cache, pos: int):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, blocked, layer_cache, pos))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
-
-    def decode_copy(self) -> tuple:
-        return self.attn.decode_copy(self.attn_norm), self.mlp.decode_copy(self.mlp_norm)
-
-    def decode_scratch(self, row: Row) -> tuple:
-        return self.attn.decode_scratch(row), self.mlp.decode_scratch(row)
-
-    def decoder(self, row: Row, scratch: tuple, k_cache, v_cache):
-        return _pre_norm_decoder(self.attn, self.mlp, row, scratch, k_cache, v_cache)
+    def norms(self) -> tuple[nn.Module, nn.Module]:
+        return self.attn_norm, self.mlp_norm
 
 
 class GPT2Attention(nn.Module):
@@ -178,13 +206,8 @@ class GPT2Attention(nn.Module):
 
     @torch.no_grad()
     def decode_copy(self, norm: nn.LayerNorm) -> SimpleNamespace:
-        a, o = self.c_attn, self.c_proj
-        return SimpleNamespace(
-            qkv=row_operand(a.weight, norm.weight),
-            qkv_b=folded_bias(a.weight, a.bias, norm.bias),
-            o=row_operand(o.weight),
-            o_b=detached(o.bias),
-        )
+        (qkv, qkv_b), (o, o_b) = row_product(self.c_attn, norm), row_product(self.c_proj)
+        return SimpleNamespace(qkv=qkv, qkv_b=qkv_b, o=o, o_b=o_b)
 
     def decode_scratch(self, row: Row) -> SimpleNamespace:
         nh, hd = self.n_head, self.head_dim
@@ -221,13 +244,8 @@ class GPT2MLP(nn.Module):
 
     @torch.no_grad()
     def decode_copy(self, norm: nn.LayerNorm) -> SimpleNamespace:
-        fc, proj = self.c_fc, self.c_proj
-        return SimpleNamespace(
-            up=row_operand(fc.weight, norm.weight),
-            up_b=folded_bias(fc.weight, fc.bias, norm.bias),
-            down=row_operand(proj.weight),
-            down_b=detached(proj.bias),
-        )
+        (up, up_b), (down, down_b) = row_product(self.c_fc, norm), row_product(self.c_proj)
+        return SimpleNamespace(up=up, up_b=up_b, down=down, down_b=down_b)
 
     def decode_scratch(self, row: Row) -> SimpleNamespace:
         return SimpleNamespace(up_out=row.new(1, self.c_fc.out_features))
@@ -242,7 +260,7 @@ class GPT2MLP(nn.Module):
             x.add_(w.down_b)
 
 
-class GPT2Block(nn.Module):
+class GPT2Block(PreNormBlock):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.eps, bias=cfg.bias)
@@ -251,30 +269,5 @@ class GPT2Block(nn.Module):
         self.mlp = GPT2MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, blocked, layer_cache, pos: int):
-        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, blocked, layer_cache, pos))
-        return x + self.drop(self.mlp(self.ln_2(x)))
-
-    def decode_copy(self) -> tuple:
-        return self.attn.decode_copy(self.ln_1), self.mlp.decode_copy(self.ln_2)
-
-    def decode_scratch(self, row: Row) -> tuple:
-        return self.attn.decode_scratch(row), self.mlp.decode_scratch(row)
-
-    def decoder(self, row: Row, scratch: tuple, k_cache, v_cache):
-        return _pre_norm_decoder(self.attn, self.mlp, row, scratch, k_cache, v_cache)
-
-
-def _pre_norm_decoder(attn, mlp, row: Row, scratch: tuple, k_cache, v_cache):
-    """A pre-norm block's step at one new position, ``step(copy, pos, rope)``: x += attn(norm(x)),
-    then x += mlp(norm(x)), row.x updated in place (dropout is off in decoding). A closure over the
-    modules' bound ``decode`` methods, made once per stream: looking a submodule up through
-    ``nn.Module.__getattr__`` on every token cost ~5% of a step at the demo shape."""
-    attn_decode, mlp_decode, normed, x = attn.decode, mlp.decode, row.normed, row.x
-    attn_scratch, mlp_scratch = scratch
-
-    def step(copy: tuple, pos: int, rope) -> None:
-        attn_decode(normed(), x, copy[0], attn_scratch, k_cache, v_cache, pos, rope)
-        mlp_decode(normed(), x, copy[1], mlp_scratch)
-
-    return step
+    def norms(self) -> tuple[nn.Module, nn.Module]:
+        return self.ln_1, self.ln_2

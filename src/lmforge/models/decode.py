@@ -56,8 +56,12 @@ def folded_bias(
     return b if bias is None else b + bias.detach()
 
 
-def detached(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.detach()
+def row_product(linear: nn.Linear, norm: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(operand, bias) of ``linear`` for one-row products, ``norm``'s scale and shift (if any) folded
+    in: ``linear(norm(x))`` is ``normalised(x) @ operand + bias``."""
+    scale = None if norm is None else norm.weight
+    shift = None if norm is None else getattr(norm, "bias", None)
+    return row_operand(linear.weight, scale), folded_bias(linear.weight, linear.bias, shift)
 
 
 def rope_matrices(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
