@@ -19,8 +19,9 @@ The vocabulary is padded to a multiple of 64 in the parameter tensors (friendlie
 logits are produced with the first ``vocab_size`` rows of the head only, so they come out contiguous,
 already sliced, and no FLOPs are spent on padding. The padding rows are zero and never receive a
 gradient. Attention runs through ``F.scaled_dot_product_attention`` or, with ``attn_impl="math"``, a
-plain matmul-softmax path: on the 2-core Zen 4 CPU bf16 SDPA measured 2x slower than fp32 SDPA while
-plain attention in bf16 was faster (issue 4).
+plain matmul-softmax path; which is faster depends on the CPU and dtype (on a Zen 4 bf16 SDPA was 2x
+slower than fp32 SDPA while plain attention in bf16 was faster), so the default ``"auto"`` uses the
+one ``models/fastpaths.py`` measured on the machine that trains (SDPA until a probe has run).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from lmforge.models.layers import (
 )
 
 STYLES = ("modern", "gpt2")
-ATTN_IMPLS = ("sdpa", "math")
+ATTN_IMPLS = ("auto", "sdpa", "math")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class GPTConfig:
     dropout: float = 0.0  # probability, on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear/LayerNorm layers; gpt2 style only (modern never has biases)
     zero_init_proj: bool = False  # start attention/MLP output projections at zero (else scaled normal)
-    attn_impl: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) | "math" (matmul + softmax)
+    attn_impl: str = "auto"  # "auto" (probed: fastpaths.py) | "sdpa" (F.sdpa) | "math" (matmul + softmax)
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
