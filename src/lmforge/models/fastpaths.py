@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ logger = logging.getLogger(__name__)
 CACHE_NAME = "fastpaths.json"
 FORMAT = 1  # bump when an entry's meaning changes: older files are then ignored and rewritten
 MAX_ENTRIES = 256  # the oldest go first (a home folder shared by many machines stays small)
-TIE = 0.05  # ours must be this much faster (fwd + bwd medians) to be chosen over ATen
+TIE = 0.05  # ours must be this much faster (fwd + bwd of the best rounds) to be chosen over ATen
 MAX_ELEMENTS = 1 << 21  # an elementwise op's input timed at most (8 MB in fp32: past the L2, as the run)
 MAX_TOKENS = 1024  # attention: B * T timed at most
 ROUNDS = 5  # timed rounds per contender, alternating, after one warm-up each
@@ -70,7 +69,8 @@ class ProbeShape:
 
 @dataclass
 class Verdict:
-    """One op's choice, with the timings it rests on (ms, fwd and bwd medians; empty if not timed)."""
+    """One op's choice, with the timings it rests on (ms, fwd and bwd of the best round; empty if not
+    timed)."""
 
     op: str
     path: str
@@ -193,14 +193,16 @@ def probe_op(op: str, shape: ProbeShape, runner) -> Verdict:
         times["plain"].append(plain())
         if i >= 1 and time.perf_counter() - start > OP_SECONDS:
             break
-    ours_ms, plain_ms = medians(times["ours"]), medians(times["plain"])
+    ours_ms, plain_ms = best(times["ours"]), best(times["plain"])
     faster = sum(ours_ms) < (1 - TIE) * sum(plain_ms)
     return Verdict(op, OURS[op] if faster else PLAIN[op], "probe", ours_ms, plain_ms)
 
 
-def medians(rounds: list[tuple[float, float]]) -> list[float]:
-    """[median forward ms, median backward ms] of (fwd, bwd) rounds."""
-    return [round(statistics.median(r[i] for r in rounds), 3) for i in (0, 1)]
+def best(rounds: list[tuple[float, float]]) -> list[float]:
+    """[forward ms, backward ms] of the fastest round: other processes on the machine only ever add
+    time, so the best round is the steadiest estimate of an op's own cost on a shared machine."""
+    fwd, bwd = min(rounds, key=sum)
+    return [round(fwd, 3), round(bwd, 3)]
 
 
 def cache_key(op: str, shape: ProbeShape) -> str:
@@ -259,9 +261,10 @@ def setup(model_cfg, batch_size: int, dtype: str, device: torch.device, mode: st
 # --- timing ---------------------------------------------------------------------------------------
 
 
-def make_runner(op: str, shape: ProbeShape, path: str) -> Callable[[], tuple[float, float]]:
-    """A function running `op` by `path` forward and backward once at `shape`: (fwd ms, bwd ms)."""
-    fn, inputs, grad = _case(op, shape, path)
+def make_runner(op: str, shape: ProbeShape, path: str, cap: bool = True) -> Callable[[], tuple[float, float]]:
+    """A function running `op` by `path` forward and backward once at `shape`: (fwd ms, bwd ms).
+    `cap`: at most MAX_ELEMENTS / MAX_TOKENS of it (the probe); False: the whole micro-step (bench)."""
+    fn, inputs, grad = _case(op, shape, path, cap)
 
     def run() -> tuple[float, float]:
         leaves = [t.detach().requires_grad_() for t in inputs]
@@ -275,13 +278,14 @@ def make_runner(op: str, shape: ProbeShape, path: str) -> Callable[[], tuple[flo
     return run
 
 
-def _case(op: str, shape: ProbeShape, path: str):
-    """(function, input tensors, output gradient) for one op at the run's shape."""
+def _case(op: str, shape: ProbeShape, path: str, cap: bool = True):
+    """(function, input tensors, output gradient) for one op at the run's shape (`cap`: make_runner)."""
     gen = torch.Generator().manual_seed(0)  # never the global RNG: a resume stays bit-exact
     dt = shape.act_dtype
     tokens = shape.batch_size * shape.seq_len
+    elements = MAX_ELEMENTS if cap else tokens * max(shape.hidden, shape.n_embd)
     if op in ("gelu", "relu2"):
-        rows = max(1, min(tokens, MAX_ELEMENTS // shape.hidden))
+        rows = max(1, min(tokens, elements // shape.hidden))
         x = torch.randn(rows, shape.hidden, generator=gen).to(dt)
         if op == "gelu":
             fn = layers._GELUTanhFn.apply if path == "ours" else lambda t: F.gelu(t, approximate="tanh")
@@ -289,7 +293,7 @@ def _case(op: str, shape: ProbeShape, path: str):
             fn = layers._ReLU2Fn.apply if path == "ours" else lambda t: F.relu(t).square()
         return fn, [x], torch.randn(x.shape, generator=gen).to(dt)
     if op == "rms_norm":  # the residual stream is fp32 under autocast too
-        rows = max(1, min(tokens, MAX_ELEMENTS // shape.n_embd))
+        rows = max(1, min(tokens, elements // shape.n_embd))
         x = torch.randn(rows, shape.n_embd, generator=gen)
         w = torch.ones(shape.n_embd)
         if path == "ours":
@@ -297,7 +301,7 @@ def _case(op: str, shape: ProbeShape, path: str):
         else:
             fn = lambda t, weight: F.rms_norm(t, (t.size(-1),), weight, 1e-6)  # noqa: E731
         return fn, [x, w], torch.randn(x.shape, generator=gen)
-    B, T, hd = _attn_batch(shape), shape.seq_len, _head_dim(shape)
+    B, T, hd = _attn_batch(shape) if cap else shape.batch_size, shape.seq_len, _head_dim(shape)
     q = torch.randn(B, shape.n_head, T, hd, generator=gen).to(dt)
     k = torch.randn(B, shape.n_kv_head, T, hd, generator=gen).to(dt)
     v = torch.randn(B, shape.n_kv_head, T, hd, generator=gen).to(dt)
