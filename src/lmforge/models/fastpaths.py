@@ -295,7 +295,7 @@ def _case(op: str, shape: ProbeShape, path: str, cap: bool = True):
     if op == "rms_norm":  # the residual stream is fp32 under autocast too
         rows = max(1, min(tokens, elements // shape.n_embd))
         x = torch.randn(rows, shape.n_embd, generator=gen)
-        w = torch.ones(shape.n_embd)
+        w = torch.rand(shape.n_embd, generator=gen) + 0.5  # a trained scale, not the identity
         if path == "ours":
             fn = lambda t, weight: layers._RMSNormFn.apply(t, weight, 1e-6)  # noqa: E731
         else:
