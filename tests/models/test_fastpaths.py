@@ -12,17 +12,20 @@ import torch
 from conftest import TINY
 from lmforge import hardware
 from lmforge.cli import main
+from lmforge.config import TrainConfig
 from lmforge.models import fastpaths, layers
 from lmforge.models.gpt import GPT, GPTConfig
 
 ALL_ON = layers.FastPaths(gelu=True, rms_norm=True, relu2=True, attention="math")
 ALL_OFF = layers.FastPaths()
+BF16 = TrainConfig(batch_size=4, dtype="bfloat16")
 TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2}}
 
 
 @pytest.fixture(autouse=True)
-def _restore_fast_paths():
+def _restore_fast_paths(monkeypatch):
     saved = layers.FastPaths(**vars(layers.FAST))
+    monkeypatch.setattr(fastpaths, "machine_load", lambda: 0.0)  # a quiet machine unless a test says not
     yield
     layers.use_fast_paths(saved)
 
@@ -202,6 +205,20 @@ def test_a_damaged_or_foreign_cache_is_ignored_and_rewritten(tmp_path, content):
     assert [p.name for p in tmp_path.iterdir()] == [fastpaths.CACHE_NAME]  # no temporary left behind
 
 
+def test_a_verdict_from_a_busy_machine_is_measured_again_when_it_is_quiet(tmp_path):
+    cache = tmp_path / fastpaths.CACHE_NAME
+    fastpaths.choose(CFG, SHAPE, "auto", cache, runner=FakeTimer({"gelu": 0.5}), load=3.0)
+    busy = FakeTimer({"gelu": 2.0})
+    choice = fastpaths.choose(CFG, SHAPE, "auto", cache, runner=busy, load=2.5)  # still busy: reused
+    assert busy.calls == 0 and _paths(choice)["gelu"] == "ours"
+    quiet = FakeTimer({"gelu": 2.0})
+    choice = fastpaths.choose(CFG, SHAPE, "auto", cache, runner=quiet, load=0.3)
+    assert quiet.calls > 0 and _paths(choice)["gelu"] == "aten"
+    later = FakeTimer({"gelu": 0.5})  # a quiet verdict stays, whatever the load later
+    assert _paths(fastpaths.choose(CFG, SHAPE, "auto", cache, runner=later, load=4.0))["gelu"] == "aten"
+    assert later.calls == 0
+
+
 def test_a_damaged_entry_is_probed_again(tmp_path):
     cache = tmp_path / fastpaths.CACHE_NAME
     fastpaths.choose(CFG, SHAPE, "auto", cache, runner=FakeTimer({"gelu": 0.5}))
@@ -228,17 +245,33 @@ def test_off_gives_plain_aten_without_timing(tmp_path):
     assert _paths(choice) == {"gelu": "aten", "rms_norm": "aten", "attention": "sdpa"}
     layers.use_fast_paths(ALL_ON)
     env = {"LMFORGE_CACHE": str(tmp_path), "LMFORGE_FAST_PATHS": "off"}
-    choice = fastpaths.setup(CFG, 4, "float32", torch.device("cpu"), "auto", True, env)
+    choice = fastpaths.setup(CFG, TrainConfig(batch_size=4), torch.device("cpu"), environ=env)
     assert {v.source for v in choice.verdicts} == {"off"} and layers.FAST == ALL_OFF
+
+
+def test_a_checkpoint_pin_holds_on_its_machine_only(tmp_path):
+    env = {"LMFORGE_CACHE": str(tmp_path)}
+    pin = {"machine": fastpaths.machine_key(fastpaths.shape_of(CFG, 4, "bfloat16", torch.get_num_threads())),
+           "paths": {"gelu": "ours", "rms_norm": "aten", "attention": "math"}}  # fmt: skip
+    choice = fastpaths.setup(CFG, BF16, torch.device("cpu"), pinned=pin, environ=env)
+    assert _paths(choice) == pin["paths"] and {v.source for v in choice.verdicts} == {"checkpoint"}
+    pinned_paths = layers.FastPaths(gelu=True, rms_norm=False, relu2=False, attention="math")
+    assert pinned_paths == layers.FAST
+    assert choice.pin() == pin and not (tmp_path / fastpaths.CACHE_NAME).exists()  # nothing timed
+    for other in ({**pin, "machine": "another CPU"}, {**pin, "paths": {"gelu": "ours"}}, {"x": 1}, None):
+        choice = fastpaths.setup(CFG, BF16, torch.device("cpu"), pinned=other, environ=env)
+        assert {v.source for v in choice.verdicts} <= {"probe", "cache"}
+    off = TrainConfig(batch_size=4, dtype="bfloat16", fast_paths="off")
+    assert {v.source for v in fastpaths.setup(CFG, off, torch.device("cpu"), pinned=pin).verdicts} == {"off"}
 
 
 def test_the_real_probe_is_quick_and_sets_the_layers(tmp_path):
     env = {"LMFORGE_CACHE": str(tmp_path)}
-    choice = fastpaths.setup(CFG, 4, "bfloat16", torch.device("cpu"), "auto", True, env)
+    choice = fastpaths.setup(CFG, BF16, torch.device("cpu"), environ=env)
     assert {v.source for v in choice.verdicts} == {"probe"} and choice.probe_seconds < 5
     assert choice.fast_paths() == layers.FAST
     assert all(len(v.ours_ms) == 2 and len(v.plain_ms) == 2 for v in choice.verdicts)
-    again = fastpaths.setup(CFG, 4, "bfloat16", torch.device("cpu"), "auto", True, env)
+    again = fastpaths.setup(CFG, BF16, torch.device("cpu"), environ=env)
     assert {v.source for v in again.verdicts} == {"cache"} and _paths(again) == _paths(choice)
 
 
@@ -257,3 +290,20 @@ def test_train_logs_the_choice_and_run_json_records_it(char_data, tmp_path, capl
         assert main([*args[:4], str(tmp_path / "off"), *args[5:], "train.fast_paths=off"]) == 0
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fast paths:")]
     assert lines == ["fast paths: rms_norm aten (off), attention sdpa (off)"]
+
+
+def test_a_resume_runs_the_kernels_its_checkpoint_ran(char_data, tmp_path, caplog, monkeypatch):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(char_data), "--out", str(out), "--no-progress", *TINY]
+    assert main([*args, "--max-steps", "2"]) == 0
+    first = json.loads((out / "run.json").read_text())["fast_paths"]["choices"]
+    flipped = {"aten": "ours", "ours": "aten", "sdpa": "math", "math": "sdpa"}
+    monkeypatch.setattr(fastpaths, "probe_op", lambda op, shape, runner: fastpaths.Verdict(
+        op, flipped[first[op]["path"]], "probe"))  # fmt: skip  # a probe now would choose otherwise
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "empty-cache"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main([*args, "--max-steps", "4", "--resume"]) == 0
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("fast paths:"))
+    parts = set(line.removeprefix("fast paths: ").split(", "))
+    assert parts == {f"{op} {c['path']} (checkpoint)" for op, c in first.items()}

@@ -40,10 +40,10 @@ CACHE_NAME = "fastpaths.json"
 FORMAT = 1  # bump when an entry's meaning changes: older files are then ignored and rewritten
 MAX_ENTRIES = 256  # the oldest go first (a home folder shared by many machines stays small)
 TIE = 0.05  # ours must be this much faster (fwd + bwd of the best rounds) to be chosen over ATen
-MAX_ELEMENTS = 1 << 21  # an elementwise op's input timed at most (8 MB in fp32: past the L2, as the run)
-MAX_TOKENS = 1024  # attention: B * T timed at most
-ROUNDS = 5  # timed rounds per contender, alternating, after one warm-up each
-OP_SECONDS = 0.2  # stop an op's rounds after this long (at least 2 rounds were timed)
+MAX_ELEMENTS = 1 << 20  # an elementwise op's input timed at most (4 MB in fp32: past the L2, as the run)
+MAX_TOKENS = 512  # attention: B * T timed at most
+ROUNDS = 15  # timed rounds per contender at most, alternating, after one warm-up each
+OP_SECONDS = 0.15  # stop an op's rounds after this long (at least 2 rounds were timed)
 MATH_BYTES = 256 << 20  # plain attention keeps (B, n_head, T, T) scores: above this, SDPA without asking
 PLAIN = {"gelu": "aten", "rms_norm": "aten", "relu2": "aten", "attention": "sdpa"}
 OURS = {"gelu": "ours", "rms_norm": "ours", "relu2": "ours", "attention": "math"}
@@ -84,6 +84,12 @@ class Choice:
     verdicts: list[Verdict]
     cache_file: Path | None
     probe_seconds: float = 0.0
+    machine: str = ""  # machine_key() of the choice: a checkpoint's pin holds only where it matches
+
+    def pin(self) -> dict:
+        """What a checkpoint keeps so that a resume on this machine runs the same kernels (and so
+        continues bit-identically) even if a probe now would choose otherwise."""
+        return {"machine": self.machine, "paths": {v.op: v.path for v in self.verdicts}}
 
     def fast_paths(self) -> layers.FastPaths:
         chosen = {v.op: v.path for v in self.verdicts}
@@ -147,14 +153,18 @@ def choose(
     cache: Path | None = None,
     write: bool = True,
     runner: Callable[[str, ProbeShape, str], Callable[[], tuple[float, float]]] | None = None,
+    load: float | None = None,
 ) -> Choice:
     """Each op's path for this model on this machine: cached, else probed (and cached if `write`).
 
     `mode` "off": plain ATen everywhere, nothing timed. `cache` None: no cache (always probe).
     `runner(op, shape, path)` -> a function that runs one forward + backward and returns their
-    milliseconds; `make_runner` (the real op) by default.
+    milliseconds; `make_runner` (the real op) by default. `load`: runnable processes per CPU now
+    (default: the 1-minute load average / CPUs). A verdict probed on a busy machine (load > 1.5: the
+    rounds were sliced by other processes) is used only until a probe can run on a quiet one.
     """
     runner = runner or make_runner
+    load = machine_load() if load is None else load
     start = time.perf_counter()
     entries = read_cache(cache) if cache is not None and mode != "off" else {}
     verdicts, new = [], {}
@@ -168,7 +178,7 @@ def choose(
         else:
             key = cache_key(op, shape)
             hit = entries.get(key)
-            if isinstance(hit, dict) and hit.get("path") in (PLAIN[op], OURS[op]):
+            if isinstance(hit, dict) and hit.get("path") in (PLAIN[op], OURS[op]) and not _stale(hit, load):
                 verdicts.append(
                     Verdict(op, hit["path"], "cache", hit.get("ours_ms", []), hit.get("aten_ms", []))
                 )
@@ -176,10 +186,26 @@ def choose(
             verdict = probe_op(op, shape, runner)
             verdicts.append(verdict)
             new[key] = {"path": verdict.path, "ours_ms": verdict.ours_ms, "aten_ms": verdict.plain_ms,
-                        "when": time.time()}  # fmt: skip
+                        "when": time.time(), "load": round(load, 2)}  # fmt: skip
     if new and cache is not None and write:
         write_cache(cache, {**entries, **new})
-    return Choice(verdicts, cache, time.perf_counter() - start)
+    return Choice(verdicts, cache, time.perf_counter() - start, machine_key(shape))
+
+
+def machine_load() -> float:
+    """The 1-minute load average per CPU (0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def _stale(entry: dict, load: float) -> bool:
+    """A verdict taken on a busy machine, now that it is quiet: worth measuring again. The two
+    thresholds lie far apart, so two runs a minute apart do not choose differently (the load
+    average moves slowly)."""
+    then = entry.get("load", 0.0)
+    return isinstance(then, (int, float)) and then > 1.5 and load < 0.5
 
 
 def probe_op(op: str, shape: ProbeShape, runner) -> Verdict:
@@ -214,8 +240,13 @@ def cache_key(op: str, shape: ProbeShape) -> str:
         size = f"B*H {b(_attn_batch(shape) * shape.n_head)} T {b(shape.seq_len)} hd {_head_dim(shape)}{gqa}"
     else:
         size = f"{b(tokens)}x{b(shape.n_embd if op == 'rms_norm' else shape.hidden)}"
+    return f"{machine_key(shape)} | {op} {size}"
+
+
+def machine_key(shape: ProbeShape) -> str:
+    """CPU model, its speed-relevant ISA flags, torch version, threads and dtype."""
     machine = f"{hardware.cpu_model()} [{' '.join(hardware.cpu_flags())}]"
-    return f"{machine} | torch {torch.__version__} | {shape.threads} threads | {shape.dtype} | {op} {size}"
+    return f"{machine} | torch {torch.__version__} | {shape.threads} threads | {shape.dtype}"
 
 
 def read_cache(path: Path) -> dict:
@@ -243,19 +274,46 @@ def write_cache(path: Path, entries: dict) -> None:
         logger.warning(f"warning: could not cache the fast-path choice in {path} ({exc})")
 
 
-def setup(model_cfg, batch_size: int, dtype: str, device: torch.device, mode: str, write: bool,
-          environ: Mapping[str, str] | None = None) -> Choice:  # fmt: skip
-    """Choose for a training run and make the layers use the choice. `environ` (default os.environ)
-    gives the cache folder and LMFORGE_FAST_PATHS=off. Off the CPU nothing is probed (plain ATen)."""
+def setup(
+    model_cfg,
+    train_cfg,
+    device: torch.device,
+    write: bool = True,
+    pinned: dict | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Choice:
+    """Choose for a training run and make the layers use the choice. `train_cfg`: its batch_size,
+    dtype and fast_paths ("auto" | "off"); `write`: update the cache (one process of several does).
+    `pinned`: a resumed checkpoint's Choice.pin(), kept where it was made on this machine.
+    `environ` (default os.environ) gives the cache folder and LMFORGE_FAST_PATHS=off. Off the CPU
+    nothing is probed (plain ATen)."""
     environ = os.environ if environ is None else environ
+    mode = train_cfg.fast_paths
     if environ.get("LMFORGE_FAST_PATHS", "").lower() in ("off", "0", "false"):
         mode = "off"
-    shape = shape_of(model_cfg, batch_size, dtype, torch.get_num_threads())
+    shape = shape_of(model_cfg, train_cfg.batch_size, train_cfg.dtype, torch.get_num_threads())
     if device.type != "cpu":
         mode = "off"
-    choice = choose(model_cfg, shape, mode, cache_file(environ), write)
+    choice = _from_pin(model_cfg, shape, pinned) if mode != "off" else None
+    choice = choice or choose(model_cfg, shape, mode, cache_file(environ), write)
     layers.use_fast_paths(choice.fast_paths())
     return choice
+
+
+def _from_pin(model_cfg, shape: ProbeShape, pinned: dict | None) -> Choice | None:
+    """The pinned choice, if it was made on this machine and names a valid path for every op."""
+    if not isinstance(pinned, dict) or pinned.get("machine") != machine_key(shape):
+        return None
+    paths = pinned.get("paths") if isinstance(pinned.get("paths"), dict) else {}
+    verdicts = []
+    for op, how in ops_of(model_cfg).items():
+        path = paths.get(op)
+        if how == "probe" and path not in (PLAIN[op], OURS[op]):
+            return None
+        verdicts.append(
+            Verdict(op, path if how == "probe" else how, "checkpoint" if how == "probe" else "config")
+        )
+    return Choice(verdicts, None, machine=machine_key(shape))
 
 
 # --- timing ---------------------------------------------------------------------------------------

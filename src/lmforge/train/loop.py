@@ -106,7 +106,9 @@ def train(
     checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main, run_notes)
     state = TrainState.from_meta(checkpoint.meta) if checkpoint else TrainState(max_steps=tcfg.max_steps)
     env = _setup_threads(tcfg, device, dinfo, checkpoint)
-    paths = fastpaths.setup(config.model, tcfg.batch_size, tcfg.dtype, device, tcfg.fast_paths, write=main)
+    pinned = (checkpoint.meta.get("environment") or {}).get("fast_paths") if checkpoint else None
+    paths = fastpaths.setup(config.model, tcfg, device, write=main, pinned=pinned)
+    env["fast_paths"] = paths.pin()  # a resume here runs the same kernels, so it stays bit-exact
     say_once(paths.line())
     if main:
         run_folder.record_fast_paths(run_dir, paths.record())

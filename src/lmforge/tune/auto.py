@@ -262,8 +262,7 @@ def measure_speed(config, data, device, seconds: float) -> tuple[float, int]:
 
     if device.type == "cpu":
         hardware.setup_threads(config.train.threads or hardware.physical_cores())
-    tcfg = config.train  # each candidate runs with the fast paths its run would use (cached verdicts)
-    fastpaths.setup(config.model, tcfg.batch_size, tcfg.dtype, device, tcfg.fast_paths, write=True)
+    fastpaths.setup(config.model, config.train, device)  # the paths its run would use (cached verdicts)
     rng = torch.get_rng_state()
     with logs.silenced("lmforge.train"):  # the probe's engines are not the run's: no messages
         engine = build_engine(config, data, device, DistInfo(), None, None)
