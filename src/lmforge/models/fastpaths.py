@@ -130,7 +130,7 @@ def shape_of(model_cfg, batch_size: int, dtype: str, threads: int) -> ProbeShape
     hidden = getattr(model_cfg, "hidden_dim", 4 * width)
     heads = getattr(model_cfg, "n_head", 1)
     kv = getattr(model_cfg, "kv_heads", heads)
-    return ProbeShape(batch_size, model_cfg.seq_len, width, hidden, heads, kv, dtype, threads)
+    return ProbeShape(batch_size, getattr(model_cfg, "seq_len", 1), width, hidden, heads, kv, dtype, threads)
 
 
 def ops_of(model_cfg) -> dict[str, str]:
