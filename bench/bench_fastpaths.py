@@ -81,6 +81,20 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def busy_note(load: float, threads: int) -> list[str]:
+    """A warning under the table when other processes shared the cores (their time slices land in
+    some rounds: the medians and maxima then say more about the machine than about the op)."""
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return []
+    return [
+        f"The machine was busy (load {load:.1f} on {cores} CPUs): rounds that lost a time slice to other "
+        "processes inflate the medians and maxima, most at the small shape; the minimum is the closer "
+        "estimate of an op's own cost, and the probe decides on its best round for that reason.",
+        "",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -124,6 +138,7 @@ def main() -> None:
         "",
         *table(rows),
         "",
+        *busy_note(max(load_before, load_after), threads),
         f"A training start's probe at the {shapes[-1]} shape in bf16 (GELU, RMSNorm, attention): "
         f"{probe.probe_seconds:.2f} s, then cached.",
     ])  # fmt: skip
