@@ -35,6 +35,17 @@ def _session_cache(tmp_path_factory):
     patch.undo()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_fast_paths():
+    """A training run sets the process-wide fast paths (models/layers.py FAST); each test starts
+    from the plain defaults, so no test depends on which ran before it."""
+    from lmforge.models import layers
+
+    layers.use_fast_paths(layers.FastPaths())
+    yield
+    layers.use_fast_paths(layers.FastPaths())
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A folder of small plain-text 'plays', different enough that dedup keeps them all."""
