@@ -104,6 +104,7 @@ class TrainConfig:
     dtype: str = "float32"  # float32 | bfloat16 (autocast; weights, optimizer and loss stay float32)
     compile: bool = False  # torch.compile the model (falls back to eager if compilation fails)
     threads: int = 0  # CPU threads for torch; 0 = physical cores
+    fast_paths: str = "auto"  # auto (probed per CPU, cached: models/fastpaths.py) | off (plain ATen ops)
     parallel: str = "ddp"  # with several processes: ddp (replicated model) | fsdp (FSDP2, sharded)
     tensorboard: bool = False  # also log metrics to RUN_DIR/tb/ for TensorBoard (the tune extra)
 
@@ -123,6 +124,8 @@ class TrainConfig:
             raise UserError(f"train.parallel '{self.parallel}' is not one of ddp, fsdp")
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError(f"train.dtype '{self.dtype}' is not one of float32, bfloat16")
+        if self.fast_paths not in ("auto", "off"):
+            raise UserError(f"train.fast_paths '{self.fast_paths}' is not one of auto, off")
         if self.max_steps > 10_000_000:
             raise UserError(f"train.max_steps ({self.max_steps}) is absurdly large; pass a smaller value")
 

@@ -87,7 +87,7 @@ def test_fixed_knobs_hold_for_every_candidate():
     widths = auto._candidate_updates({"model.n_embd": 96})
     assert all(u["model.n_head"] == 3 and u["optim.lr"] == auto_rule.lr_for(96) for _, u in widths)
     knobs = [k for k, _ in auto._fast_path_options({"train.dtype": "float32"}, "cpu", 2)]
-    assert knobs == ["train.threads", "model.attn_impl"]
+    assert knobs == ["train.threads"]  # attention is models/fastpaths.py's (attn_impl="auto")
 
 
 def test_the_shipped_fits_load():

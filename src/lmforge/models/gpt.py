@@ -19,8 +19,9 @@ The vocabulary is padded to a multiple of 64 in the parameter tensors (friendlie
 logits are produced with the first ``vocab_size`` rows of the head only, so they come out contiguous,
 already sliced, and no FLOPs are spent on padding. The padding rows are zero and never receive a
 gradient. Attention runs through ``F.scaled_dot_product_attention`` or, with ``attn_impl="math"``, a
-plain matmul-softmax path: on the 2-core Zen 4 CPU bf16 SDPA measured 2x slower than fp32 SDPA while
-plain attention in bf16 was faster (BENCHMARKS.md, "Training throughput").
+plain matmul-softmax path; which is faster depends on the CPU and dtype (on a Zen 4 bf16 SDPA was 2x
+slower than fp32 SDPA while plain attention in bf16 was faster), so the default ``"auto"`` uses the
+one ``models/fastpaths.py`` measured on the machine that trains (SDPA until a probe has run).
 
 The blocks live in blocks.py, the config in gpt_config.py. Batch-1 generation decodes one position at a
 time through ``GPT.decode``: each block's own ``decode`` beside its ``forward`` (models/decode.py).

@@ -9,7 +9,7 @@ from lmforge.errors import UserError
 from lmforge.models.layers import MLP_KINDS
 
 STYLES = ("modern", "gpt2")
-ATTN_IMPLS = ("sdpa", "math")
+ATTN_IMPLS = ("auto", "sdpa", "math")
 
 
 @dataclass
@@ -32,7 +32,7 @@ class GPTConfig:
     dropout: float = 0.0  # probability, on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear/LayerNorm layers; gpt2 style only (modern never has biases)
     zero_init_proj: bool = False  # start attention/MLP output projections at zero (else scaled normal)
-    attn_impl: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) | "math" (matmul + softmax)
+    attn_impl: str = "auto"  # "auto" (probed: fastpaths.py) | "sdpa" (F.sdpa) | "math" (matmul + softmax)
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:

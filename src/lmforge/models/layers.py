@@ -8,12 +8,36 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MLP_KINDS = ("swiglu", "relu2", "gelu", "relu")
+
+
+@dataclass
+class FastPaths:
+    """Which hand-written training kernels the layers use instead of plain ATen, and what
+    ``attn_impl="auto"`` means. Whether each pays depends on the CPU and dtype (BENCHMARKS.md, "Fast
+    paths on this CPU"), so the defaults are the plain ATen ops and ``models/fastpaths.py`` switches a
+    path on only where its probe measured it faster on the machine that trains."""
+
+    gelu: bool = False  # _GELUTanhFn instead of F.gelu(approximate="tanh") under autograd
+    rms_norm: bool = False  # _RMSNormFn instead of F.rms_norm under autograd
+    relu2: bool = False  # _ReLU2Fn instead of relu().square() under autograd
+    attention: str = "sdpa"  # what attn_impl="auto" runs: "sdpa" | "math"
+
+
+FAST = FastPaths()  # read at every forward, so a probe can set it after the model is built
+
+
+def use_fast_paths(paths: FastPaths) -> None:
+    """Make `paths` the process-wide choice (the training start's probe calls this)."""
+    FAST.gelu, FAST.rms_norm, FAST.relu2, FAST.attention = (
+        paths.gelu, paths.rms_norm, paths.relu2, paths.attention,
+    )  # fmt: skip
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -24,9 +48,10 @@ def _upcast(t: torch.Tensor) -> torch.Tensor:
 class _RMSNormFn(torch.autograd.Function):
     """RMSNorm with a hand-written backward: ~10 tensor ops for forward + backward instead of ~25.
 
-    ``F.rms_norm`` has no fused CPU kernel, so autograd records every op of its composite and
-    replays each one's backward; at width 128 the norms were ~10% of a training step.
-    Arithmetic in fp32 (inputs are upcast), result in the input's dtype.
+    Where ``F.rms_norm`` has no fused CPU kernel autograd records every op of its composite and
+    replays each one's backward; at width 128 on a Zen 4 the norms were ~10% of a training step.
+    Used where the probe (fastpaths.py) measured it faster. Arithmetic in fp32 (inputs are upcast),
+    result in the input's dtype.
     """
 
     @staticmethod
@@ -61,7 +86,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+        if FAST.rms_norm and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _RMSNormFn.apply(x, self.weight, self.eps)
         if x.dtype == self.weight.dtype:
             return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
@@ -87,7 +112,7 @@ class ReLU2(nn.Module):
     """ReLU squared (So et al. 2021, "Primer"): cheap and about as good as SwiGLU at small scale."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        if FAST.relu2 and torch.is_grad_enabled() and x.requires_grad:
             return _ReLU2Fn.apply(x)
         return F.relu(x).square()
 
@@ -99,9 +124,10 @@ _GELU_C = 0.044715
 class _GELUTanhFn(torch.autograd.Function):
     """GPT-2's tanh GELU through the identity 0.5 * (1 + tanh(z)) = sigmoid(2z).
 
-    On the 2-core Zen 4 CPU ATen's tanh-GELU kernels took 7 ms forward and 6 ms backward on a
-    (4096, 1536) bf16 tensor -- its tanh is slow -- while sigmoid, multiply and addcmul take 0.6-1.4
-    ms each; these 4 + 6 ops cost ~4.4 + 5.2 ms, a quarter less, at nanoGPT's GPU shape (issue 4).
+    On a 2-core Zen 4 ATen's tanh-GELU kernels took 7 ms forward and 6 ms backward on a (4096, 1536)
+    bf16 tensor -- its tanh was slow there -- while these 4 + 6 ops cost ~4.4 + 5.2 ms. On a Xeon with
+    AMX it is the other way round (BENCHMARKS.md, "Fast paths on this CPU"), so it runs only where
+    the probe (fastpaths.py) measured it faster.
     """
 
     @staticmethod
@@ -122,10 +148,11 @@ class _GELUTanhFn(torch.autograd.Function):
 
 
 class GELUTanh(nn.Module):
-    """``nn.GELU(approximate="tanh")`` (GPT-2's "gelu_new") with a cheaper training path."""
+    """``nn.GELU(approximate="tanh")`` (GPT-2's "gelu_new") with a training path that is cheaper on
+    some CPUs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        if FAST.gelu and torch.is_grad_enabled() and x.requires_grad:
             return _GELUTanhFn.apply(x)
         return F.gelu(x, approximate="tanh")
 
@@ -185,8 +212,10 @@ def attend(
     head h reads key head h // (n_head / n_kv), as HF's repeat_kv). ``blocked`` is the (seq_len,
     seq_len) "key is in the future" table; row pos + i of it is query i's mask. ``is_causal`` alone
     would align the triangle to the top-left, wrong once a cache holds a prefix, so that case takes
-    an explicit mask. Returns (B, n_head, T, head_dim).
+    an explicit mask. ``impl`` "auto" is FAST.attention. Returns (B, n_head, T, head_dim).
     """
+    if impl == "auto":
+        impl = FAST.attention
     T, S = q.size(2), k.size(2)
     gqa = k.size(1) != q.size(1)
     if impl == "sdpa":

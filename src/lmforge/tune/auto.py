@@ -4,9 +4,11 @@ The best shape for a minute differs from the best for twenty, and from one CPU t
 matmuls are a little faster than fp32 on one chip, several times faster on another). So the choice is
 made where the run happens, in three measured steps and one prediction:
 
-1. **fast paths** -- a mid-sized candidate is timed with each thread count, precision and attention
-   implementation training could use, one knob at a time; the fastest is kept for every candidate
-   (`train.threads`, `train.dtype`, `model.attn_impl`).
+1. **fast paths** -- a mid-sized candidate is timed with each thread count and precision training
+   could use, one knob at a time; the fastest is kept for every candidate (`train.threads`,
+   `train.dtype`). The attention implementation and the hand-written kernels are not a knob here:
+   `model.attn_impl="auto"` lets models/fastpaths.py's cached per-CPU probe choose them, for each
+   candidate as it is timed and again (from its cache) when the run starts.
 2. **speed** -- each candidate shape (`CANDIDATES`, the presets and shapes between them) runs a few
    real training steps (`train/engine.py`'s own step, optimizer included), warm-up excluded: tokens/s.
 3. **tokens** -- what each would see in the budget: D = tokens/s x (budget - start-up - probe - the
@@ -108,10 +110,12 @@ def measure_speed(config, data, device, seconds: float) -> tuple[float, int]:
 
     from lmforge import hardware, logs
     from lmforge.dist import DistInfo
+    from lmforge.models import fastpaths
     from lmforge.train.engine import apply_update, build_engine, train_step
 
     if device.type == "cpu":
         hardware.setup_threads(config.train.threads or hardware.physical_cores())
+    fastpaths.setup(config.model, config.train, device)  # the paths its run would use (cached verdicts)
     rng = torch.get_rng_state()
     with logs.silenced("lmforge.train"):  # the probe's engines are not the run's: no messages
         engine = build_engine(config, data, device, DistInfo(), None, None)
@@ -314,7 +318,7 @@ def _fast_path_options(fixed: dict, device: str, cores: int) -> list[tuple[str, 
     options: list[tuple[str, list]] = []
     if device == "cpu" and cores > 1:
         options.append(("train.threads", [cores, 1]))
-    options += [("train.dtype", ["float32", "bfloat16"]), ("model.attn_impl", ["sdpa", "math"])]
+    options.append(("train.dtype", ["float32", "bfloat16"]))  # attention: models/fastpaths.py
     return [(knob, values) for knob, values in options if knob not in fixed]
 
 
