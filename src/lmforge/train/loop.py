@@ -107,7 +107,10 @@ def train(
     state = TrainState.from_meta(checkpoint.meta) if checkpoint else TrainState(max_steps=tcfg.max_steps)
     env = _setup_threads(tcfg, device, dinfo, checkpoint)
     pinned = (checkpoint.meta.get("environment") or {}).get("fast_paths") if checkpoint else None
-    paths = fastpaths.setup(config.model, tcfg, device, write=main, pinned=pinned)
+    paths = fastpaths.setup(config.model, tcfg, device, write=main, pinned=pinned) if main else None
+    if dinfo.enabled:  # one probe (rank 0's), and every rank runs the kernels it chose
+        pin = dist.broadcast_object(paths.pin() if main else None, dinfo)
+        paths = paths or fastpaths.setup(config.model, tcfg, device, write=False, pinned=pin)
     env["fast_paths"] = paths.pin()  # a resume here runs the same kernels, so it stays bit-exact
     say_once(paths.line())
     if main:
