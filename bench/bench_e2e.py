@@ -78,7 +78,9 @@ def steady(rates: list[float]) -> float:
     return statistics.median(kept)
 
 
-def run_lmforge(data: Path, shape: str, dtype: str, attn: str | None, steps: int, extra: list[str]) -> float:
+def run_lmforge(
+    data: Path, shape: str, dtype: str, attn: str | None, steps: int, threads: int, extra: list[str]
+) -> float:
     s = SHAPES[shape]
     run_dir = WORK / f"e2e-{shape}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -94,6 +96,8 @@ def run_lmforge(data: Path, shape: str, dtype: str, attn: str | None, steps: int
         overrides.append("train.dtype=bfloat16")
     if attn:
         overrides.append(f"model.attn_impl={attn}")
+    if threads:
+        overrides.append(f"train.threads={threads}")
     cmd = [sys.executable, "-m", "lmforge", "train", "--data", str(data), "--out", str(run_dir),
            "--config", "gpt2-shakespeare", *overrides, *extra]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
@@ -103,9 +107,9 @@ def run_lmforge(data: Path, shape: str, dtype: str, attn: str | None, steps: int
     return steady(rates)
 
 
-def run_plain(data: Path, shape: str, dtype: str, attn: str, steps: int) -> float:
+def run_plain(data: Path, shape: str, dtype: str, attn: str, steps: int, threads: int) -> float:
     cmd = [sys.executable, str(ROOT / "bench" / "plain_loop.py"), "--data", str(data), "--shape", shape,
-           "--dtype", dtype, "--attn", attn, "--steps", str(steps)]  # fmt: skip
+           "--dtype", dtype, "--attn", attn, "--steps", str(steps), "--threads", str(threads)]  # fmt: skip
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env()).stdout
     return steady(json.loads(out.strip().splitlines()[-1])["rates"])
 
@@ -116,6 +120,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated name prefixes of contenders to run")
     ap.add_argument("--steps", default="", help="steps per process, e.g. small=300,large=40")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads for every contender; 0 = lmforge's default"
+    )
     ap.add_argument("--lmforge-extra", default="", help="space-separated key=value for every lmforge run")
     ap.add_argument("--json", default=str(WORK / "e2e.json"), help="results file")
     args = ap.parse_args()
@@ -125,16 +132,17 @@ def main() -> None:
     extra = args.lmforge_extra.split()
     WORK.mkdir(parents=True, exist_ok=True)
     data = prepare_data()
-    print(f"machine: {cpu_description()}; load {os.getloadavg()[0]:.2f}", flush=True)
+    threads = args.threads or "default"
+    print(f"machine: {cpu_description()}; threads {threads}; load {os.getloadavg()[0]:.2f}", flush=True)
     results: dict = {}
     for shape in args.shapes.split(","):
         rates: dict[str, list[float]] = {n: [] for n in contenders}
         for _ in range(args.rounds):
             for name, (kind, dtype, attn) in contenders.items():
                 if kind == "lmforge":
-                    rate = run_lmforge(data, shape, dtype, attn, steps[shape], extra)
+                    rate = run_lmforge(data, shape, dtype, attn, steps[shape], args.threads, extra)
                 else:
-                    rate = run_plain(data, shape, dtype, attn, steps[shape])
+                    rate = run_plain(data, shape, dtype, attn, steps[shape], args.threads)
                 rates[name].append(rate)
                 print(f"  {shape} {name}: {rate:,.0f} tok/s (load {os.getloadavg()[0]:.2f})", flush=True)
         print(f"\nshape {shape}: {SHAPES[shape]}, {steps[shape]} steps per process, {args.rounds} rounds")

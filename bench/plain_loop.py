@@ -42,8 +42,9 @@ def main() -> None:
     ap.add_argument("--attn", choices=("sdpa", "math"), default="sdpa")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = physical cores")
     args = ap.parse_args()
-    torch.set_num_threads(physical_cores())
+    torch.set_num_threads(args.threads or physical_cores())
     torch.manual_seed(1337)
     vocab = load_tokenizer(Path(args.data) / "tokenizer").vocab_size
     s = {**SHAPES[args.shape], "vocab": vocab}  # the data's vocabulary (specials included)
