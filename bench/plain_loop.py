@@ -1,11 +1,12 @@
 """A plain training loop, nanoGPT's train.py reduced to what runs on a CPU: the reference that
 bench/bench_e2e.py runs as a whole process against `lmforge train`.
 
-The model is bench_train.py's RefGPT (a straightforward GPT-2, nanoGPT-style: LayerNorm, GELU,
-biases, tied head) with SDPA or plain matmul-softmax attention; batches come from the prepared train
-shard through a memmap as in nanoGPT's `get_batch` (uniform random windows, torch.randint); AdamW
-(beta2 0.99, weight decay 0.1), warm-up + cosine learning rate, gradient clipping at 1.0, the loss
-read back (`.item()`) only on log steps. No evaluation, no checkpoints: the cheapest honest loop.
+The model is bench_train.py's RefGPT (a straightforward GPT-2, nanoGPT-style: LayerNorm, GELU in
+GPT-2's tanh form where nanoGPT's nn.GELU() is the erf one, biases, tied head) with SDPA or plain
+matmul-softmax attention; batches come from the prepared train shard through a memmap as in
+nanoGPT's `get_batch` (uniform random windows, torch.randint); AdamW (beta2 0.99, weight decay 0.1),
+warm-up + cosine learning rate, gradient clipping at 1.0, the loss read back (`.item()`) only on log
+steps. No evaluation, no checkpoints: the cheapest honest loop.
 
 Prints one JSON line: tokens/s of every `--log-every` steps (the first two intervals are warm-up).
 
