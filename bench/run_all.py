@@ -20,6 +20,8 @@ def main() -> None:
         ["bench_data.py", *(["--reps", "1", "--encode-reps", "1", "--no-write"] if quick else [])],
         ["bench_fastpaths.py", *(rounds if quick else ["--write"])],
         ["bench_train.py", *rounds],
+        ["bench_e2e.py", *rounds],
+        ["bench_loop_overhead.py"],
         ["bench_generate.py", "--shapes", "demo,large", *(rounds if quick else ["--write"])],
         ["bench_speedrun.py", *rounds],
     ]

@@ -65,3 +65,40 @@ def test_two_ranks_see_the_rows_of_two_micro_steps():
     for step in (0, 7):
         assert torch.equal(single.batch(step, 0)[0], rank0.batch(step, 0)[0])
         assert torch.equal(single.batch(step, 1)[0], rank1.batch(step, 0)[0])
+
+
+def _per_row_batch(pools, batch_size, seq_len, seed, step, micro_step=0, rank=0, world_size=1):
+    """The sampler's definition, written row by row as it first was: the vectorised draw must match."""
+    window = seq_len + 1
+    rng = np.random.Generator(np.random.PCG64([seed, step, micro_step * world_size + rank]))
+    weights = np.array([p.weight for p in pools], dtype=np.float64)
+    pool_idx = rng.choice(len(pools), size=batch_size, p=weights / weights.sum())
+    rows = []
+    for p in pool_idx:
+        sizes = np.array([len(s) - window + 1 for s in pools[p].shards], dtype=np.int64)
+        shard = int(rng.choice(len(sizes), p=sizes / sizes.sum())) if len(sizes) > 1 else 0
+        start = int(rng.integers(0, sizes[shard]))
+        rows.append(np.asarray(pools[p].shards[shard][start : start + window], dtype=np.int64))
+    return torch.from_numpy(np.stack(rows))
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[[1_115_394]], [[300], [5_000]], [[1000, 500]], [[700, 40], [90]]],
+    ids=["one-file", "two-pools", "two-shards", "mixed"],
+)
+def test_batches_equal_the_per_row_definition(lengths):
+    base = 0
+    pools = []
+    for i, shard_lengths in enumerate(lengths):
+        shards = []
+        for n in shard_lengths:
+            shards.append((np.arange(n, dtype=np.int64) + base).astype(np.uint32))
+            base += n
+        pools.append(Pool(f"p{i}", shards, 1.0 + i))
+    sampler = BatchSampler(pools, batch_size=12, seq_len=16, seed=1337, rank=1, world_size=2)
+    for step in (0, 1, 7, 123456):
+        for micro_step in (0, 3):
+            x, y = sampler.batch(step, micro_step)
+            want = _per_row_batch(pools, 12, 16, 1337, step, micro_step, rank=1, world_size=2)
+            assert torch.equal(x, want[:, :-1]) and torch.equal(y, want[:, 1:])

@@ -64,32 +64,46 @@ class BatchSampler:
         self.pool_probs = weights / weights.sum()
         # Window starts per shard: 0 .. len - window (inclusive).
         self.shard_starts = [np.array([len(s) - window + 1 for s in p.shards], dtype=np.int64) for p in kept]
+        # each pool's window count when every pool is one shard (the vectorised draw), else None
+        single = all(len(sizes) == 1 for sizes in self.shard_starts)
+        self._single_shard = np.array([sizes[0] for sizes in self.shard_starts]) if single else None
 
     def offsets(self, step: int, micro_step: int = 0) -> list[tuple[int, int, int]]:
         """(pool, shard, start) for this rank's rows of one micro-step; pure in (seed, step, rank, micro)."""
+        pools, shards, starts = self._draw(step, micro_step)
+        return [(int(p), int(s), int(t)) for p, s, t in zip(pools, shards, starts, strict=True)]
+
+    def _draw(self, step: int, micro_step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pool, shard, start) arrays of the rows. Per row: a pool by weight, a shard by size (only
+        when the pool has several), a uniform start. When no pool has several shards -- one file of
+        characters, the common case -- the per-row starts are one vectorised draw: numpy's bounded
+        integers consume the generator exactly as the per-row calls do (tests/data/test_batches.py
+        holds the two paths equal), so the batches are the same as ever, at a fraction of the
+        Python overhead per step (BENCHMARKS.md, "Training throughput", whole processes)."""
         block = micro_step * self.world_size + self.rank
         rng = np.random.Generator(np.random.PCG64([self.seed, step, block]))
         pool_idx = rng.choice(len(self.pools), size=self.batch_size, p=self.pool_probs)
-        rows = []
-        for p in pool_idx:
+        if self._single_shard is not None:
+            starts = rng.integers(0, self._single_shard[pool_idx])
+            return pool_idx, np.zeros_like(pool_idx), starts
+        shards, starts = np.zeros_like(pool_idx), np.empty_like(pool_idx)
+        for row, p in enumerate(pool_idx):
             sizes = self.shard_starts[p]
             shard = int(rng.choice(len(sizes), p=sizes / sizes.sum())) if len(sizes) > 1 else 0
-            start = int(rng.integers(0, sizes[shard]))
-            rows.append((int(p), shard, start))
-        return rows
+            shards[row], starts[row] = shard, rng.integers(0, sizes[shard])
+        return pool_idx, shards, starts
 
     def batch(self, step: int, micro_step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         window = self.seq_len + 1
-        out = np.empty((self.batch_size, window), dtype=np.int64)
-        rows = self.offsets(step, micro_step)
-        by_shard: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for row, (p, s, start) in enumerate(rows):
-            by_shard.setdefault((p, s), []).append((row, start))
+        pools, shards, starts = self._draw(step, micro_step)
         span = np.arange(window, dtype=np.int64)
-        for (p, s), items in by_shard.items():
-            idx = np.array([row for row, _ in items])
-            starts = np.array([start for _, start in items], dtype=np.int64)
-            out[idx] = self.pools[p].shards[s][starts[:, None] + span]  # (n, seq_len + 1)
+        if self._single_shard is not None and len(self.pools) == 1:  # one array: one gather
+            out = self.pools[0].shards[0][starts[:, None] + span].astype(np.int64)  # (B, seq_len + 1)
+        else:
+            out = np.empty((self.batch_size, window), dtype=np.int64)
+            for p, s in {(int(p), int(s)) for p, s in zip(pools, shards, strict=True)}:
+                rows = np.flatnonzero((pools == p) & (shards == s))
+                out[rows] = self.pools[p].shards[s][starts[rows, None] + span]  # (n, seq_len + 1)
         tokens = torch.from_numpy(out)
         return tokens[:, :-1], tokens[:, 1:]
 

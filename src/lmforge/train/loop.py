@@ -245,10 +245,7 @@ def train(
                         "mfu": round(speed.mfu, 4),
                     }
                 )
-            book.bar.set_postfix_str(
-                f"loss {loss:.3f} | {speed.tokens_per_second / 1e3:.1f}k tok/s | MFU {speed.mfu:.0%}"
-            )
-            book.bar.update(1)
+            book.show_step(loss, speed)
     book.close()
     if stopped_by in ("SIGINT", "SIGTERM"):
         say_once(
