@@ -102,3 +102,24 @@ def test_long_sequences_count_their_attention_matrix():
 
 def test_run_config_is_a_dataclass_tree():
     assert {f.name for f in dataclasses.fields(RunConfig)} == {"model", *SECTIONS}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model.style=gpt2", "model.mlp=gelu", "model.qk_norm=false"],
+        ["model.style=gpt2", "model.mlp=relu2", "model.bias=false", "model.tie_embeddings=true"],
+        ["model.n_kv_head=1", "model.n_head=4", "model.qk_norm=true", "model.mlp=relu2"],
+        ["model.mlp=swiglu", "model.mlp_hidden=100", "model.n_embd=96", "model.n_head=3"],
+        ["model.family=gru", "model.n_embd=48", "model.hidden=80", "model.n_layer=3"],
+        ["model.family=gru", "model.n_embd=64", "model.hidden=64", "model.tie=true"],
+    ],
+)
+def test_the_quick_parameter_bound_is_never_below_the_count(overrides, monkeypatch):
+    cfg = load_config(None, overrides, vocab_size=1000)
+    exact = memory.count_params(cfg.model)
+    assert exact <= memory.params_upper_bound(cfg.model) <= 2 * exact
+    # a run the bound clears does not build the model on the meta device (seconds of imports)
+    monkeypatch.setattr(memory, "count_params", lambda model_config: pytest.fail("counted exactly"))
+    assert memory.check_fits(cfg, available=1 << 34) < 1 << 34

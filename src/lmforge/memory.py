@@ -36,6 +36,25 @@ def count_params(model_config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def params_upper_bound(model_config) -> int | None:
+    """At least the parameter count, from the config's numbers alone (no torch, no model built), or
+    None for a family without a formula. Counting on the meta device loads torch's meta kernels and
+    symbolic shapes (1-4 s of every `lmforge train` start), so the exact count is left for the runs
+    this bound cannot clear."""
+    cfg = model_config
+    padded_vocab = 64 * -(-max(cfg.vocab_size, 1) // 64)
+    if cfg.family == "gpt":
+        width, hidden = cfg.n_embd, cfg.hidden_dim
+        # per layer: q, k, v <= 3 C^2, output C^2, MLP <= 3 C H (gated), norms and biases <= 8 C + H
+        per_layer = 4 * width * width + 3 * width * hidden + 8 * width + hidden
+        return cfg.n_layer * per_layer + 2 * padded_vocab * width + cfg.seq_len * width + 2 * width
+    if cfg.family == "gru":
+        width, hidden = max(cfg.n_embd, cfg.hidden), cfg.hidden
+        per_layer = 3 * (width + hidden) * hidden + 6 * hidden  # input and hidden matrices, two biases
+        return padded_vocab * cfg.n_embd + cfg.n_layer * per_layer + padded_vocab * hidden
+    return None
+
+
 def activation_bytes(model_config, batch_size: int) -> int:
     """Bytes of activations one micro-step keeps for its backward pass (a lower estimate)."""
     cfg = model_config
@@ -78,9 +97,15 @@ def _gb(n: int) -> str:
 
 
 def check_fits(config, available: int | None = None) -> int:
-    """Refuse (UserError) a CPU run whose estimate exceeds free memory; returns the estimate."""
-    needed = estimate_bytes(config)
+    """Refuse (UserError) a CPU run whose estimate exceeds free memory; returns the estimate (an upper
+    one when the config's numbers alone show that the run fits)."""
     available = available_bytes() if available is None else available
+    upper = params_upper_bound(config.model)
+    if available is not None and upper is not None:
+        rough = STATE_COPIES * FLOAT * upper + activation_bytes(config.model, config.train.batch_size)
+        if rough <= available:
+            return rough
+    needed = estimate_bytes(config)
     if available is not None and needed > available:
         raise UserError(
             f"this run needs at least {_gb(needed)} of memory ({count_params(config.model):,} parameters, "
