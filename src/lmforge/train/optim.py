@@ -13,8 +13,9 @@ AdamW. `torch.optim.Muon` does the maths; we use Keller Jordan's original shape 
 
 Every optimiser gets a `base_lr` in each param group; the loop sets `lr = base_lr * lr_factor(step)`.
 
-AdamW is our own small class on torch's fused kernel (see `AdamW`) except under FSDP, whose sharded
-parameters need torch.optim's DTensor handling.
+AdamW is our own small class on torch's fused kernel (see `AdamW`), and Muon torch's class with the
+same plain bookkeeping (see `Muon`), except under FSDP, whose sharded parameters need torch.optim's
+DTensor handling.
 """
 
 from __future__ import annotations
@@ -171,6 +172,37 @@ class AdamW(torch.optim.Optimizer):
                     }
 
 
+class Muon(torch.optim.Muon):
+    """``torch.optim.Muon`` (its own step, the same maths and state layout) without the compiler import.
+
+    Like `AdamW`: torch.optim's ``add_param_group``, ``zero_grad``, ``state_dict`` and
+    ``load_state_dict`` import ``torch._dynamo`` on first call, a second or more of start-up on a
+    2-core CPU -- an eighth of the Tiny Shakespeare speedrun, which runs Muon (BENCHMARKS.md, "Time to
+    quality"). ``step`` does not import it, so only those four are replaced, by plain code.
+    """
+
+    add_param_group = AdamW.add_param_group
+    zero_grad = AdamW.zero_grad
+    state_dict = AdamW.state_dict
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict["param_groups"]
+        if len(saved) != len(self.param_groups) or any(
+            len(s["params"]) != len(g["params"]) for s, g in zip(saved, self.param_groups, strict=True)
+        ):
+            raise ValueError("optimizer state has a different number of parameters or groups")
+        state = state_dict["state"]
+        self.state.clear()
+        for s, group in zip(saved, self.param_groups, strict=True):
+            for key, value in s.items():
+                if key != "params":
+                    group[key] = tuple(value) if key == "ns_coefficients" else value
+            for i, p in zip(s["params"], group["params"], strict=True):
+                if i in state:
+                    buf = state[i]["momentum_buffer"]
+                    self.state[p] = {"momentum_buffer": buf.to(p.device, p.dtype).clone()}
+
+
 def build_optimizers(cfg: OptimConfig, model: nn.Module, device_type: str = "cpu", sharded: bool = False):
     """A list of optimizers covering every trainable parameter exactly once (one, or two for Muon).
 
@@ -215,14 +247,15 @@ def build_optimizers(cfg: OptimConfig, model: nn.Module, device_type: str = "cpu
     hidden = [p for n, p in named if roles.get(n) == "hidden"]
     hidden_ids = {id(p) for p in hidden}
     rest_matrices = [p for p in matrices if id(p) not in hidden_ids]
+    rest = groups(rest_matrices, vectors, cfg.lr)
     optimizers: list[torch.optim.Optimizer] = [
-        torch.optim.AdamW(
-            groups(rest_matrices, vectors, cfg.lr), lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused or None
-        )
+        torch.optim.AdamW(rest, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused or None)
+        if sharded
+        else AdamW(rest, lr=cfg.lr, betas=betas, eps=cfg.eps)
     ]
     if hidden:
         optimizers.append(
-            torch.optim.Muon(
+            (torch.optim.Muon if sharded else Muon)(
                 [
                     {
                         "params": hidden,
