@@ -15,7 +15,7 @@ a shared machine, and the targets compare medians from this one invocation:
 The spread of the loss over the rounds is reported next to the spread of the time: a fixed-step run
 (the speedrun) repeats its loss to the last digit on one CPU, a time-budgeted one (quality) does not.
 
-    python bench/bench_speedrun.py [--rounds 3] [--skip nanogpt-recipe,quality,demo-memory]
+    python bench/bench_speedrun.py [--rounds 3] [--long-rounds 1] [--skip nanogpt-recipe,quality,demo-memory]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ QUALITY_LOSS = 1.50
 QUALITY_SHARE = 1.0
 MEMORY_MB = 2048
 
+LONG = {"nanogpt-recipe", "quality"}  # about 80 s each: --long-rounds may run them fewer times
 CONTENDERS = {
     "nanogpt-recipe": [
         "--config",
@@ -178,6 +179,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every contender, interleaved")
+    ap.add_argument(
+        "--long-rounds",
+        type=int,
+        default=0,
+        help="rounds of the minute-long contenders (recipe, quality), within the first rounds; 0 = --rounds",
+    )
     ap.add_argument("--skip", default="", help="comma-separated contenders to leave out")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -190,6 +197,8 @@ def main() -> None:
     runs: dict[str, dict[str, list]] = {n: {"wall": [], "loss": [], "rss": [], "steps": []} for n in names}
     for i in range(args.rounds):
         for name in names:
+            if name in LONG and i >= (args.long_rounds or args.rounds):
+                continue
             run_dir = WORK / f"{name}-{i}"
             train = ["train", "--data", str(data), "--out", str(run_dir), "--no-progress", "--json"]
             wall, peak, out = lmforge([*train, *CONTENDERS[name]])
@@ -210,7 +219,7 @@ def main() -> None:
             "loss": spread(r["loss"]),
             "steps": spread(r["steps"]),
             "peak_rss_mb": max(r["rss"]),
-            "rounds": args.rounds,
+            "rounds": len(r["wall"]),
         }
         for name, r in runs.items()
     }
@@ -218,14 +227,16 @@ def main() -> None:
         results["demo-memory"] = demo_memory()
     load_end = os.getloadavg()[0]
 
-    print(f"\n{args.rounds} interleaved rounds; 1-minute load average {load_start:.2f} -> {load_end:.2f}")
-    print("\n| contender | wall s, median (min-max) | full val loss, median (min-max) | steps | peak RSS |")
-    print("|---|---|---|---|---|")
+    long_rounds = args.long_rounds or args.rounds
+    print(f"\n{args.rounds} interleaved rounds ({long_rounds} of the long contenders); ", end="")
+    print(f"1-minute load average {load_start:.2f} -> {load_end:.2f}")
+    print("\n| contender | rounds | wall s, median (min-max) | val loss, median (min-max) | steps | RSS MB |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         if "wall" in r and isinstance(r["wall"], dict):
             w, lo, st = r["wall"], r["loss"], r["steps"]
             print(
-                f"| {name} | {w['median']:.1f} ({w['min']:.1f}-{w['max']:.1f}) | "
+                f"| {name} | {r['rounds']} | {w['median']:.1f} ({w['min']:.1f}-{w['max']:.1f}) | "
                 f"{lo['median']:.4f} ({lo['min']:.4f}-{lo['max']:.4f}) | "
                 f"{st['median']:.0f} ({st['min']:.0f}-{st['max']:.0f}) | {r['peak_rss_mb']} |"
             )
