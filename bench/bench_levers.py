@@ -67,7 +67,24 @@ GROUPS: dict[str, list[tuple[str, str, str, list[str]]]] = {
             SPEEDRUN,
             muon(0.01, 5e-3, "train.max_steps=400"),
         ),
+        ("muon-0.015-a8e-3", "Muon 0.015, AdamW 8e-3", SPEEDRUN, muon(0.015, 8e-3)),
+        (
+            "muon-0.015-a8e-3-450",
+            "Muon 0.015, AdamW 8e-3, 450 steps",
+            SPEEDRUN,
+            muon(0.015, 8e-3, "train.max_steps=450"),
+        ),
         ("preset", "the preset as shipped", SPEEDRUN, []),
+    ],
+    # The README's figure for the shakespeare-char preset (nanoGPT's recipe on the modern block); the
+    # GPT-2-block recipe itself is bench_speedrun.py's nanogpt-recipe contender.
+    "presets": [
+        (
+            "shakespeare-char",
+            "the shakespeare-char preset: 4 x 128 modern block, 2,000 steps",
+            "shakespeare-char",
+            [],
+        )
     ],
     "quality": [
         (
@@ -77,6 +94,7 @@ GROUPS: dict[str, list[tuple[str, str, str, list[str]]]] = {
             ["optim.name=adamw", "optim.lr=5e-3", *QUALITY_STEPS],
         ),
         ("q-muon-0.01", "Muon 0.01, AdamW 5e-3", QUALITY, muon(0.01, 5e-3, *QUALITY_STEPS)),
+        ("q-muon-0.015", "Muon 0.015, AdamW 5e-3", QUALITY, muon(0.015, 5e-3, *QUALITY_STEPS)),
         ("q-muon-0.02", "Muon 0.02, AdamW 5e-3", QUALITY, muon(0.02, 5e-3, *QUALITY_STEPS)),
         ("q-preset", "the preset as shipped", QUALITY, QUALITY_STEPS),
     ],
