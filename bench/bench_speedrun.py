@@ -15,7 +15,7 @@ a shared machine, and the targets compare medians from this one invocation:
 The spread of the loss over the rounds is reported next to the spread of the time: a fixed-step run
 (the speedrun) repeats its loss to the last digit on one CPU, a time-budgeted one (quality) does not.
 
-    python bench/bench_speedrun.py [--rounds 3] [--long-rounds 1] [--skip nanogpt-recipe,quality,demo-memory]
+    python bench/bench_speedrun.py [--rounds 3] [--long-rounds 1] [--threads 1] [--skip nanogpt-recipe,quality,demo-memory]
 """
 
 from __future__ import annotations
@@ -185,6 +185,13 @@ def main() -> None:
         default=0,
         help="rounds of the minute-long contenders (recipe, quality), within the first rounds; 0 = --rounds",
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="train.threads for every contender alike; 0 = lmforge's default (the physical cores). On a "
+        "machine shared with other jobs, 1 avoids threads spinning while they wait for a core",
+    )
     ap.add_argument("--skip", default="", help="comma-separated contenders to leave out")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -193,7 +200,11 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     names = [n for n in CONTENDERS if n not in skip]
     load_start = os.getloadavg()[0]
-    print(f"CPU: {cpu_description()}; 1-minute load average {load_start:.2f} at the start", flush=True)
+    threads = f"train.threads={args.threads}" if args.threads else "default threads"
+    print(
+        f"CPU: {cpu_description()}; {threads}; 1-minute load average {load_start:.2f} at the start",
+        flush=True,
+    )
     runs: dict[str, dict[str, list]] = {n: {"wall": [], "loss": [], "rss": [], "steps": []} for n in names}
     for i in range(args.rounds):
         for name in names:
@@ -201,7 +212,8 @@ def main() -> None:
                 continue
             run_dir = WORK / f"{name}-{i}"
             train = ["train", "--data", str(data), "--out", str(run_dir), "--no-progress", "--json"]
-            wall, peak, out = lmforge([*train, *CONTENDERS[name]])
+            threads = [f"train.threads={args.threads}"] if args.threads else []
+            wall, peak, out = lmforge([*train, *CONTENDERS[name], *threads])
             summary = json.loads(out.strip().splitlines()[-1])
             loss = full_val_loss(run_dir)
             for key, value in (("wall", wall), ("loss", loss), ("rss", peak), ("steps", summary["steps"])):
@@ -247,6 +259,7 @@ def main() -> None:
     record = {
         "cpu": cpu_description(),
         "load": [load_start, load_end],
+        "threads": args.threads,
         "results": results,
         "targets": [t.__dict__ for t in verdicts],
     }
