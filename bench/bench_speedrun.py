@@ -15,7 +15,8 @@ a shared machine, and the targets compare medians from this one invocation:
 The spread of the loss over the rounds is reported next to the spread of the time: a fixed-step run
 (the speedrun) repeats its loss to the last digit on one CPU, a time-budgeted one (quality) does not.
 
-    python bench/bench_speedrun.py [--rounds 3] [--long-rounds 1] [--threads 1] [--skip nanogpt-recipe,quality,demo-memory]
+    python bench/bench_speedrun.py [--rounds 3] [--long-rounds 1] [--threads 1]
+                                   [--skip nanogpt-recipe,quality,demo-memory]
 """
 
 from __future__ import annotations
