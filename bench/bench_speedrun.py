@@ -141,7 +141,7 @@ def full_val_loss(run_dir: Path) -> float:
     return json.loads(out)["val_loss"]
 
 
-def prepare(data: Path) -> None:
+def prepare(data: Path, text: Path) -> None:
     if (data / "shards" / "manifest.json").is_file():
         return
     lmforge(
@@ -149,7 +149,7 @@ def prepare(data: Path) -> None:
             "data",
             "prepare",
             "--source",
-            str(DATA_FILE),
+            str(text),
             "--out",
             str(data),
             "--tokenizer",
@@ -194,10 +194,11 @@ def main() -> None:
         "machine shared with other jobs, 1 avoids threads spinning while they wait for a core",
     )
     ap.add_argument("--skip", default="", help="comma-separated contenders to leave out")
+    ap.add_argument("--text", default=str(DATA_FILE), help="Tiny Shakespeare (default: ../shared/data/)")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     data = WORK / "tsc"
-    prepare(data)
+    prepare(data, Path(args.text))
     skip = set(filter(None, args.skip.split(",")))
     names = [n for n in CONTENDERS if n not in skip]
     load_start = os.getloadavg()[0]
