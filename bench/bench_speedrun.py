@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -117,6 +118,26 @@ def targets(results: dict[str, dict]) -> list[Target]:
     return out
 
 
+ROUND_LINE = re.compile(
+    r"^(?P<name>[\w-]+) round \d+: (?P<wall>[\d.]+) s wall, (?P<steps>\d+) steps, .* "
+    r"full val loss (?P<loss>[\d.]+), peak RSS (?P<rss>\d+) MB"
+)
+
+
+def parse_rounds(log: str) -> dict[str, dict[str, list]]:
+    """The rounds printed by an earlier invocation (its stdout), to summarise a run cut short."""
+    runs: dict[str, dict[str, list]] = {}
+    for line in log.splitlines():
+        m = ROUND_LINE.match(line)
+        if m:
+            r = runs.setdefault(m["name"], {"wall": [], "loss": [], "rss": [], "steps": []})
+            r["wall"].append(float(m["wall"]))
+            r["loss"].append(float(m["loss"]))
+            r["rss"].append(int(m["rss"]))
+            r["steps"].append(int(m["steps"]))
+    return runs
+
+
 def lmforge(args: list[str]) -> tuple[float, int, str]:
     """Run `python -m lmforge ARGS`; (wall seconds, peak RSS in MB, stdout)."""
     start = time.perf_counter()
@@ -195,6 +216,12 @@ def main() -> None:
     )
     ap.add_argument("--skip", default="", help="comma-separated contenders to leave out")
     ap.add_argument("--text", default=str(DATA_FILE), help="Tiny Shakespeare (default: ../shared/data/)")
+    ap.add_argument(
+        "--from-log",
+        default="",
+        help="summarise the rounds an earlier invocation printed (its stdout saved to this file) instead "
+        "of training: for a run cut short on a busy machine",
+    )
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     data = WORK / "tsc"
@@ -208,7 +235,16 @@ def main() -> None:
         flush=True,
     )
     runs: dict[str, dict[str, list]] = {n: {"wall": [], "loss": [], "rss": [], "steps": []} for n in names}
-    for i in range(args.rounds):
+    if args.from_log:
+        log = Path(args.from_log).read_text()
+        runs = {n: r for n, r in parse_rounds(log).items() if n not in skip}
+        first = re.search(r"load average ([\d.]+) at the start", log)
+        load_start = float(first[1]) if first else load_start
+        print(
+            f"summarising {args.from_log}: "
+            + ", ".join(f"{n} {len(r['wall'])} rounds" for n, r in runs.items())
+        )
+    for i in range(0 if args.from_log else args.rounds):
         for name in names:
             if name in LONG and i >= (args.long_rounds or args.rounds):
                 continue

@@ -65,3 +65,23 @@ def test_memory_target_and_missing_reference(bench):
     # Without the recipe in the same invocation there is nothing to compare the times with.
     alone = bench.targets({"speedrun": result(bench, [8.0], [1.87])})
     assert alone == []
+
+
+def test_a_cut_short_run_is_summarised_from_the_rounds_it_printed(bench):
+    tail = "tok/s, full val loss {}, peak RSS {} MB, load 4.0"
+    log = "\n".join(
+        [
+            "CPU: x; train.threads=1; 1-minute load average 6.14 at the start",
+            "nanogpt-recipe round 1: 643.7 s wall, 2000 steps, 2,467 " + tail.format(1.8877, 463),
+            "speedrun round 1: 30.5 s wall, 450 steps, 31,000 " + tail.format(1.8471, 300),
+            "speedrun round 2: 28.5 s wall, 450 steps, 33,000 " + tail.format(1.8471, 310),
+        ]
+    )
+    runs = bench.parse_rounds(log)
+    assert runs["speedrun"] == {
+        "wall": [30.5, 28.5],
+        "loss": [1.8471] * 2,
+        "rss": [300, 310],
+        "steps": [450] * 2,
+    }
+    assert runs["nanogpt-recipe"]["wall"] == [643.7]
