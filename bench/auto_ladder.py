@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge import io, logs  # noqa: E402
 from lmforge.hardware import cpu_model  # noqa: E402
-from lmforge.tune.auto import CANDIDATES, RECIPE, effective_tokens  # noqa: E402
+from lmforge.tune.auto_rule import CANDIDATES, RECIPE, effective_tokens  # noqa: E402
 from lmforge.tune.scaling import fit_scaling  # noqa: E402
 
 OUT = ROOT / "src" / "lmforge" / "presets" / "auto_ladder.json"

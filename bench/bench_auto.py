@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge import io  # noqa: E402
 from lmforge.hardware import cpu_model  # noqa: E402
-from lmforge.tune.auto import CANDIDATES, RECIPE  # noqa: E402
+from lmforge.tune.auto_rule import CANDIDATES, RECIPE  # noqa: E402
 
 TINY_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"  # beside the checkout
 CORPORA = {  # name -> `lmforge data prepare` arguments (the char source: --char-source)

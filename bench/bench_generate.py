@@ -261,9 +261,10 @@ def main() -> None:
         "the same machine with its default `--stream-interval` (the first piece at once, then what "
         "accumulated at most every 0.05 s, as one event).",
         "",
-        "lmforge decodes a GPT one token at a time through `generate/fast_decode.py` (one fused step "
-        "on preallocated buffers, the norms folded into the matrices, weights laid out per matrix for "
-        "a one-row product). At the demo shape a step is bound by per-op overhead; at the large shape "
+        "lmforge decodes a GPT one token at a time through each block's own `decode` "
+        "(`models/blocks.py`, beside its `forward`: a few fused calls on preallocated buffers, the "
+        "norms folded into a one-row copy of the matrices, each laid out for a one-row product; "
+        "`models/decode.py`). At the demo shape a step is bound by per-op overhead; at the large shape "
         "by streaming its ~42 MB of float32 weights from memory once per token, so the lead is "
         "smaller there.",
         "",

@@ -18,6 +18,7 @@ def main() -> None:
     rounds = ["--rounds", "1"] if quick else []
     scripts = [
         ["bench_data.py", *(["--reps", "1", "--encode-reps", "1", "--no-write"] if quick else [])],
+        ["bench_fastpaths.py", *(rounds if quick else ["--write"])],
         ["bench_train.py", *rounds],
         ["bench_generate.py", "--shapes", "demo,large", *(rounds if quick else ["--write"])],
         ["bench_speedrun.py", *rounds],

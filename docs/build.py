@@ -692,13 +692,14 @@ def step_adjust(cache: Path, figures) -> dict:
         "auto_probe_seconds": f(record["probe_seconds"], 1),
         "auto_table": table(["candidate", "N", "tokens/s", "tokens in the budget", "predicted loss"], rows),
         "auto_paths": "; ".join(
-            f"{_threads(p)}{p['train.dtype']}, {p['model.attn_impl']}: {n(p['tokens_per_second'])} tok/s"
+            f"{_threads(p)}{p['train.dtype']}, {p.get('model.attn_impl', 'auto')}: "
+            f"{n(p['tokens_per_second'])} tok/s"
             for p in record["fast_paths"]
         ),
         "auto_choice": chosen["name"],
         "auto_lr": f"{chosen['optim.lr']:g}",
         "auto_path": f"{_threads(chosen)}{chosen.get('train.dtype', '')}, "
-        f"{chosen.get('model.attn_impl', '')} attention",
+        f"{chosen.get('model.attn_impl', 'auto')} attention",
         "auto_predicted": f(record["predicted_loss"]),
         "auto_reached": f(reached),
     }

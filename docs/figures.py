@@ -208,7 +208,7 @@ def auto_choice(record: dict, metrics: list[dict], unique_tokens: int, path: Pat
     (a line, ending at its budget), and the chosen run's real validation losses (dots)."""
     import numpy as np
 
-    from lmforge.tune.auto import effective_tokens
+    from lmforge.tune.auto_rule import effective_tokens
     from lmforge.tune.scaling import ScalingFit
 
     plt = pyplot()

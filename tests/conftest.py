@@ -25,6 +25,27 @@ def pytest_configure(config):
     torch.set_num_threads(1)  # small tensors: one thread is fastest and avoids oversubscription
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Training writes its fast-path verdicts (models/fastpaths.py) under $LMFORGE_CACHE: a folder of
+    this session's, not the user's ~/.cache (a test that needs another sets its own)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LMFORGE_CACHE", str(tmp_path_factory.mktemp("lmforge-cache")))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fast_paths():
+    """A training run sets the process-wide fast paths (models/layers.py FAST); each test starts
+    from the plain defaults, so no test depends on which ran before it."""
+    from lmforge.models import layers
+
+    layers.use_fast_paths(layers.FastPaths())
+    yield
+    layers.use_fast_paths(layers.FastPaths())
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A folder of small plain-text 'plays', different enough that dedup keeps them all."""

@@ -122,3 +122,13 @@ def broadcast_int(value: int, info: DistInfo) -> int:
     tensor = torch.tensor([value], dtype=torch.int64)
     torch_dist.broadcast(tensor, src=0)
     return int(tensor.item())
+
+
+def broadcast_object(value, info: DistInfo):
+    """Rank 0's small picklable value on every rank (e.g. the kernels rank 0's probe chose). Only
+    between this run's own processes, so unpickling trusts nothing from outside."""
+    if not info.enabled:
+        return value
+    box = [value]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]

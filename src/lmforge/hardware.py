@@ -60,10 +60,15 @@ def cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """The SPEED_FLAGS this CPU has, in SPEED_FLAGS' order."""
+    flags = set(_cpuinfo("flags").split())
+    return [f for f in SPEED_FLAGS if f in flags]
+
+
 def cpu_description() -> str:
     """CPU model, the speed-relevant ISA flags it has, and its physical cores -- for benchmark headers."""
-    flags = set(_cpuinfo("flags").split())
-    have = [f for f in SPEED_FLAGS if f in flags]
+    have = cpu_flags()
     return f"{cpu_model()} (ISA: {' '.join(have) or 'unknown'}; {physical_cores()} physical cores)"
 
 

@@ -1,4 +1,4 @@
-"""Hugging Face interop (issue 9): export -> transformers gives our logits, greedy tokens and token
+"""Hugging Face interop: export -> transformers gives our logits, greedy tokens and token
 ids; import (of our exports and of models transformers made itself) -> our model gives theirs; and
 every bad input ends in one clear line. Hermetic: tiny runs trained here, no network."""
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -222,6 +223,8 @@ def test_chat_repl_through_a_pipe(chat_run):
         [sys.executable, "-m", "lmforge", "chat", str(chat_run), "--max-new-tokens", "12", "--seed", "3"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
+    watchdog = threading.Timer(180, proc.kill)  # a stuck REPL fails the test (EOF) instead of hanging it
+    watchdog.start()
     try:
         banner = proc.stderr.readline()  # printed just before the first read from stdin
         assert "lmforge chat: tiny-chat (chat tokens)" in banner
@@ -232,6 +235,7 @@ def test_chat_repl_through_a_pipe(chat_run):
         proc.stdin.flush()
         out, err = proc.communicate(timeout=120)
     finally:
+        watchdog.cancel()
         proc.kill()
     assert proc.returncode == 0, err
     assert out.startswith("[temperature 0.0]\n")

@@ -9,8 +9,8 @@ import pytest
 
 from lmforge.cli import main
 from lmforge.errors import UserError
-from lmforge.tune import auto
-from lmforge.tune.auto import Measured, choose, effective_tokens
+from lmforge.tune import auto, auto_rule
+from lmforge.tune.auto_rule import Measured, choose, effective_tokens
 from lmforge.tune.scaling import ScalingFit
 
 FIT = ScalingFit(E=1.0, A=400.0, alpha=0.34, B=400.0, beta=0.28, rmse_log=0.0)
@@ -42,15 +42,15 @@ def test_the_choice_is_the_lowest_predicted_loss_and_evaluations_cost_tokens():
     assert best.predicted_loss == min(p.predicted_loss for p in predictions)
     for p in predictions:  # D = speed x (seconds - evaluation time), and the fit's loss at (N, D)
         speed = p.measured.tokens_per_second
-        assert p.tokens == pytest.approx(speed * (300 - auto.EVALS * 1000 / (3 * speed)))
+        assert p.tokens == pytest.approx(speed * (300 - auto_rule.EVALS * 1000 / (3 * speed)))
         assert p.predicted_loss == pytest.approx(float(FIT.loss(p.measured.n_params, p.tokens)))
 
 
 def test_evaluations_shrink_to_a_share_of_a_slow_or_short_run():
-    assert auto.eval_tokens_for(1e6, 600, 65536) == 65536  # fast and long: all of it
-    slow = auto.eval_tokens_for(5e3, 60, 65536)  # 8 passes of 65,536 would take longer than the run
-    assert slow < 65536 and 8 * slow / (3 * 5e3) <= auto.EVAL_SHARE * 60 + 1e-9
-    assert auto.eval_tokens_for(10, 10, 65536) == auto.MIN_EVAL_TOKENS
+    assert auto_rule.eval_tokens_for(1e6, 600, 65536) == 65536  # fast and long: all of it
+    slow = auto_rule.eval_tokens_for(5e3, 60, 65536)  # 8 passes of 65,536 would take longer than the run
+    assert slow < 65536 and 8 * slow / (3 * 5e3) <= auto_rule.EVAL_SHARE * 60 + 1e-9
+    assert auto_rule.eval_tokens_for(10, 10, 65536) == auto_rule.MIN_EVAL_TOKENS
     best, _ = choose(machine(3e8), FIT, 60, 1e12, eval_tokens=65536)  # without the cap nothing fits
     assert best.tokens > 0
 
@@ -59,7 +59,7 @@ def test_repeated_data_is_worth_less_and_a_small_corpus_moves_the_choice_up():
     assert effective_tokens(5e5, 1e6) == 5e5  # one pass or less: every token counts
     assert effective_tokens(2e6, 1e6) < 2e6
     many = effective_tokens(1e9, 1e6)  # saturates at U (1 + R*)
-    assert many == pytest.approx(1e6 * (1 + auto.REPEAT_HALF_LIFE), rel=1e-3)
+    assert many == pytest.approx(1e6 * (1 + auto_rule.REPEAT_HALF_LIFE), rel=1e-3)
     assert chosen_size(3e10, 1200, unique=1e5) > chosen_size(3e10, 1200, unique=1e12)
 
 
@@ -71,24 +71,28 @@ def test_nothing_to_choose_or_no_time_is_a_user_error():
 
 
 def test_lr_rule_and_heads_follow_the_presets():
-    assert auto.lr_for(64) == 5e-3 and 2.5e-3 < auto.lr_for(128) < 3.2e-3 and auto.lr_for(192) == 2.1e-3
-    assert [auto.heads_for(w) for w in (64, 96, 128, 192, 100)] == [2, 3, 4, 6, 2]
+    assert (
+        auto_rule.lr_for(64) == 5e-3
+        and 2.5e-3 < auto_rule.lr_for(128) < 3.2e-3
+        and auto_rule.lr_for(192) == 2.1e-3
+    )
+    assert [auto_rule.heads_for(w) for w in (64, 96, 128, 192, 100)] == [2, 3, 4, 6, 2]
 
 
 def test_fixed_knobs_hold_for_every_candidate():
     shapes = auto._candidate_updates({"model.n_layer": 2, "train.batch_size": 8})
     assert shapes and all(u["model.n_layer"] == 2 and u["train.batch_size"] == 8 for _, u in shapes)
     assert len({tuple(sorted(u.items())) for _, u in shapes}) == len(shapes)  # duplicates dropped
-    assert len(shapes) < len(auto.CANDIDATES)
+    assert len(shapes) < len(auto_rule.CANDIDATES)
     widths = auto._candidate_updates({"model.n_embd": 96})
-    assert all(u["model.n_head"] == 3 and u["optim.lr"] == auto.lr_for(96) for _, u in widths)
+    assert all(u["model.n_head"] == 3 and u["optim.lr"] == auto_rule.lr_for(96) for _, u in widths)
     knobs = [k for k, _ in auto._fast_path_options({"train.dtype": "float32"}, "cpu", 2)]
-    assert knobs == ["train.threads", "model.attn_impl"]
+    assert knobs == ["train.threads"]  # attention is models/fastpaths.py's (attn_impl="auto")
 
 
 def test_the_shipped_fits_load():
     for kind in ("char", "bpe", "unknown"):
-        fit, name = auto.load_fit(kind)
+        fit, name = auto_rule.load_fit(kind)
         assert name in ("char", "bpe") and fit.alpha > 0 and fit.beta > 0
 
 

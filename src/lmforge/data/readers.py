@@ -21,12 +21,10 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
+from lmforge.data.source_spec import CollectConfig, SourceSpec, SourceStats
 from lmforge.errors import UserError
-
-if TYPE_CHECKING:
-    from lmforge.data.sources import CollectConfig, SourceSpec, SourceStats
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".parquet")
 TEXT_SUFFIXES = (".txt", ".md")

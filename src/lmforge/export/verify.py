@@ -1,7 +1,7 @@
 """The equivalence check behind export and import: same logits, same greedy tokens, same token ids.
 
 A converted model is only useful if it *is* the model it came from, so both directions end here and
-refuse to finish otherwise (issue 9): fp32 logits on a few prompts (and a window of random ids)
+refuse to finish otherwise: fp32 logits on a few prompts (and a window of random ids)
 within ``atol``, 20 greedily generated tokens identical (ours: ``generate_tokens`` at temperature 0
 with the KV cache; theirs: ``generate(do_sample=False)`` with an explicit generation config, so a
 model's own sampling defaults such as a repetition penalty cannot interfere), and the Hugging Face

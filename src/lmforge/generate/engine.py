@@ -3,8 +3,8 @@
 With the cache the prompt is processed once (prefill) and then each new token costs one position:
 the GPT keeps keys/values in a preallocated ``KVCache``, the GRU carries its hidden state. Per-token
 Python work is kept to a handful of calls, because at batch 1 on a CPU that overhead, not arithmetic,
-limits speed (issue 4): for our GPT each new position goes through ``FastDecoder.step``
-(``fast_decode.py``), other models through ``model(ids, cache=...)`` under ``decode_layout``.
+limits speed: for our GPT each new position goes through ``GPT.decode`` (each block's own one-row
+``decode`` beside its ``forward``; models/decode.py), other models through ``model(ids, cache=...)``.
 
 Past the context: when a GPT's window is full, the oldest half is dropped and the newest
 ``seq_len // 2`` tokens are prefilled again (positions restart at 0, which is what RoPE and learned
@@ -21,15 +21,13 @@ when the generator ends or is closed.
 from __future__ import annotations
 
 import codecs
-import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from lmforge.errors import UserError
-from lmforge.generate.fast_decode import FastDecoder
 from lmforge.generate.sampling import sample_next
-from lmforge.models.layers import decode_layout
+from lmforge.models.decode import Decoder, covers
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
@@ -78,22 +76,21 @@ def generate_tokens(
 
 
 def _run(model, history, n, max_new_tokens, limit, use_cache, eot_id, sampling) -> Iterator[int]:
-    """Put the model in eval mode (and, off the fast path, decode-friendly layout) for the stream."""
+    """Put the model in eval mode for the stream, and give it back in the mode it came in."""
     if max_new_tokens <= 0:
         return
     was_training = model.training
     model.eval()
-    fast = use_cache and FastDecoder.covers(model)
+    fast = use_cache and covers(model)
     try:
-        with contextlib.nullcontext() if fast else decode_layout(model):
-            yield from _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, sampling)
+        yield from _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, sampling)
     finally:
         model.train(was_training)
 
 
 def _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, sampling) -> Iterator[int]:
     """The loop of ``generate_tokens``; history (1, n + max_new_tokens) holds the prompt in [:n].
-    With ``fast`` each new position goes through ``FastDecoder.step`` instead of ``model(...)``."""
+    With ``fast`` each new position goes through the model's ``decode`` instead of ``model(...)``."""
     temperature, top_k, top_p, repetition_penalty, generator, adjust = sampling
     first = n  # generated ids start here
     penalise = repetition_penalty != 1.0
@@ -103,7 +100,7 @@ def _decode(model, history, n, max_new_tokens, limit, use_cache, fast, eot_id, s
     with torch.inference_mode():
         cache = model.new_cache(1, limit, device=param.device, dtype=param.dtype) if use_cache else None
         logits = model(history[:, :n], cache=cache)[:, -1]  # (1, vocab_size)
-        step = FastDecoder(model, cache).step if fast else None
+        step = Decoder(model, cache).step if fast else None
     ids = history[0]  # (n + max_new_tokens,)
     for i in range(max_new_tokens):
         with torch.inference_mode():

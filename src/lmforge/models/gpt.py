@@ -9,7 +9,7 @@
   ``head_dim`` applied to q and k *before* RoPE, as in Qwen3.
 - ``style="gpt2"`` is GPT-2 (Radford et al. 2019) for comparison with the classic recipes: learned
   positions, LayerNorm with bias, fused ``c_attn``, tanh-approximated GELU ("gelu_new"), biases on. It
-  maps exactly onto ``GPT2LMHeadModel`` (whose ``Conv1D`` weights are our ``Linear`` weights transposed).
+  maps exactly onto ``GPT2LMHeadModel`` (whose ``Conv1D`` weights are our ``nn.Linear`` weights transposed).
 
 Two projections are fused for speed (fewer, larger matmuls and fewer ops per generated token), and
 export splits them by rows: modern ``attn.qkv.weight`` = [q (n_head*head_dim) | k (kv*head_dim) |
@@ -19,224 +19,31 @@ The vocabulary is padded to a multiple of 64 in the parameter tensors (friendlie
 logits are produced with the first ``vocab_size`` rows of the head only, so they come out contiguous,
 already sliced, and no FLOPs are spent on padding. The padding rows are zero and never receive a
 gradient. Attention runs through ``F.scaled_dot_product_attention`` or, with ``attn_impl="math"``, a
-plain matmul-softmax path: on the 2-core Zen 4 CPU bf16 SDPA measured 2x slower than fp32 SDPA while
-plain attention in bf16 was faster (issue 4).
+plain matmul-softmax path; which is faster depends on the CPU and dtype (on a Zen 4 bf16 SDPA was 2x
+slower than fp32 SDPA while plain attention in bf16 was faster), so the default ``"auto"`` uses the
+one ``models/fastpaths.py`` measured on the machine that trains (SDPA until a probe has run).
+
+The blocks live in blocks.py, the config in gpt_config.py. Batch-1 generation decodes one position at a
+time through ``GPT.decode``: each block's own ``decode`` beside its ``forward`` (models/decode.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lmforge.errors import UserError
+from lmforge.models.blocks import GPT2Block, ModernBlock
 from lmforge.models.cache import KVCache
-from lmforge.models.layers import (
-    MLP_KINDS,
-    Linear,
-    RMSNorm,
-    activation,
-    attend,
-    param_groups,
-    project,
-    rope_tables,
-    rotate,
-)
+from lmforge.models.decode import Row, folded_bias, rope_matrices, row_operand
+from lmforge.models.gpt_config import ATTN_IMPLS, STYLES, GPTConfig
+from lmforge.models.layers import RMSNorm, param_groups, rope_tables
 
-STYLES = ("modern", "gpt2")
-ATTN_IMPLS = ("sdpa", "math")
-
-
-@dataclass
-class GPTConfig:
-    family: str = "gpt"  # registry key; always "gpt"
-    vocab_size: int = 0  # tokens in the tokenizer, specials included; 0 = not yet known (filled from it)
-    seq_len: int = 128  # tokens: the longest context the model sees (RoPE / position table size)
-    n_layer: int = 4  # Transformer blocks
-    n_head: int = 4  # query heads per attention layer
-    n_kv_head: int = 0  # key/value heads (grouped-query attention); 0 = n_head (plain multi-head)
-    n_embd: int = 128  # width of the residual stream (channels)
-    mlp: str = "swiglu"  # "swiglu" | "relu2" | "gelu" (tanh approximation) | "relu"
-    mlp_hidden: int = 0  # MLP hidden channels; 0 = auto: 4*n_embd, or 8/3*n_embd rounded up to 64 (swiglu)
-    style: str = "modern"  # "modern" (RMSNorm, RoPE, no biases) | "gpt2" (LayerNorm, learned positions)
-    tie_embeddings: bool = False  # share the token-embedding matrix with the output head
-    qk_norm: bool = False  # RMSNorm over head_dim on queries and keys before RoPE (Qwen3); modern only
-    rope_base: float = 10000.0  # RoPE wavelength base (theta); modern only
-    norm_eps: float = 0.0  # epsilon in the norms; 0 = style default: 1e-6 modern, 1e-5 gpt2
-    logit_softcap: float = 0.0  # logits -> cap * tanh(logits / cap) (Gemma 2); 0 = off
-    dropout: float = 0.0  # probability, on embeddings, attention weights and residual branches
-    bias: bool = True  # biases in Linear/LayerNorm layers; gpt2 style only (modern never has biases)
-    zero_init_proj: bool = False  # start attention/MLP output projections at zero (else scaled normal)
-    attn_impl: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) | "math" (matmul + softmax)
-
-    def __post_init__(self) -> None:
-        def positive(name: str) -> None:
-            if getattr(self, name) < 1:
-                raise UserError(f"model.{name} ({getattr(self, name)}) must be at least 1")
-
-        if self.family != "gpt":
-            raise UserError(f"model.family ({self.family!r}) must be 'gpt' for GPTConfig")
-        if self.vocab_size < 0:
-            raise UserError(f"model.vocab_size ({self.vocab_size}) must be positive (or 0 = from tokenizer)")
-        for name in ("seq_len", "n_layer", "n_head", "n_embd"):
-            positive(name)
-        for name, allowed in (("style", STYLES), ("mlp", MLP_KINDS), ("attn_impl", ATTN_IMPLS)):
-            if getattr(self, name) not in allowed:
-                raise UserError(f"model.{name} ({getattr(self, name)!r}) must be one of {', '.join(allowed)}")
-        if self.n_embd % self.n_head:
-            raise UserError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
-        if self.n_kv_head < 0 or self.n_head % self.kv_heads:
-            raise UserError(
-                f"model.n_kv_head ({self.n_kv_head}) must divide model.n_head ({self.n_head}); 0 = n_head"
-            )
-        if self.style == "modern" and self.head_dim % 2:
-            raise UserError(f"head_dim = model.n_embd / model.n_head ({self.head_dim}) must be even for RoPE")
-        if self.mlp_hidden < 0:
-            raise UserError(f"model.mlp_hidden ({self.mlp_hidden}) must be positive (or 0 = auto)")
-        if self.norm_eps < 0 or self.logit_softcap < 0 or self.rope_base <= 0:
-            raise UserError("model.norm_eps and model.logit_softcap must be >= 0, model.rope_base > 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"model.dropout ({self.dropout}) must be in [0, 1)")
-        if self.style == "gpt2":
-            if self.mlp == "swiglu":
-                raise UserError("model.mlp 'swiglu' does not exist in style 'gpt2'; set model.mlp=gelu")
-            if self.qk_norm:
-                raise UserError("model.qk_norm is a modern-style feature; set model.qk_norm=false for gpt2")
-            if self.kv_heads != self.n_head:
-                raise UserError("model.n_kv_head (grouped-query attention) needs model.style=modern")
-
-    # Resolved values of the "0 = auto" fields, so readers never repeat the rules.
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_head or self.n_head
-
-    @property
-    def hidden_dim(self) -> int:
-        if self.mlp_hidden:
-            return self.mlp_hidden
-        if self.mlp == "swiglu":  # 2/3 of 4x keeps the parameter count of a plain 4x MLP (Shazeer 2020)
-            return 64 * math.ceil(8 * self.n_embd / 3 / 64)
-        return 4 * self.n_embd
-
-    @property
-    def eps(self) -> float:
-        return self.norm_eps or (1e-5 if self.style == "gpt2" else 1e-6)
-
-    @property
-    def padded_vocab_size(self) -> int:
-        return 64 * math.ceil(self.vocab_size / 64)
-
-
-class ModernAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.n_head, self.n_kv, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
-        self.qkv = Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim, bias=False)
-        self.o_proj = Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
-        self.q_norm = RMSNorm(cfg.head_dim, cfg.eps) if cfg.qk_norm else None
-        self.k_norm = RMSNorm(cfg.head_dim, cfg.eps) if cfg.qk_norm else None
-        self.impl, self.dropout = cfg.attn_impl, cfg.dropout
-
-    def forward(self, x, cos, sin, blocked, layer_cache, pos: int):
-        B, T, _ = x.shape
-        hd = self.head_dim
-        q, k, v = self.qkv(x).split([self.n_head * hd, self.n_kv * hd, self.n_kv * hd], dim=-1)
-        q = q.view(B, T, self.n_head, hd)  # (B, T, n_head, head_dim)
-        k = k.view(B, T, self.n_kv, hd)  # (B, T, n_kv, head_dim)
-        v = v.view(B, T, self.n_kv, hd).transpose(1, 2)  # (B, n_kv, T, head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q = rotate(q, cos, sin).transpose(1, 2)  # (B, n_head, T, head_dim)
-        k = rotate(k, cos, sin).transpose(1, 2)  # (B, n_kv, T, head_dim)
-        if layer_cache is not None:
-            k, v = layer_cache.append(k, v, pos)  # (B, n_kv, pos + T, head_dim)
-        p = self.dropout if self.training else 0.0
-        y = attend(q, k, v, self.impl, blocked, pos, p)  # (B, n_head, T, head_dim)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * hd))  # (B, T, C)
-
-
-class ModernMLP(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.gated = cfg.mlp == "swiglu"
-        h = cfg.hidden_dim
-        if self.gated:
-            self.gate_up = Linear(cfg.n_embd, 2 * h, bias=False)
-        else:
-            self.up_proj = Linear(cfg.n_embd, h, bias=False)
-            self.act = activation(cfg.mlp)
-        self.down_proj = Linear(h, cfg.n_embd, bias=False)
-
-    def forward(self, x):
-        if self.gated:
-            gate, up = self.gate_up(x).chunk(2, dim=-1)  # (B, T, hidden) each
-            return self.down_proj(F.silu(gate) * up)
-        return self.down_proj(self.act(self.up_proj(x)))
-
-
-class ModernBlock(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.attn_norm = RMSNorm(cfg.n_embd, cfg.eps)
-        self.attn = ModernAttention(cfg)
-        self.mlp_norm = RMSNorm(cfg.n_embd, cfg.eps)
-        self.mlp = ModernMLP(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def forward(self, x, cos, sin, blocked, layer_cache, pos: int):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, blocked, layer_cache, pos))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
-
-
-class GPT2Attention(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
-        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.impl, self.dropout = cfg.attn_impl, cfg.dropout
-
-    def forward(self, x, cos, sin, blocked, layer_cache, pos: int):
-        B, T, C = x.shape
-        # (B, T, 3, n_head, head_dim) -> three of (B, n_head, T, head_dim)
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if layer_cache is not None:
-            k, v = layer_cache.append(k, v, pos)  # (B, n_head, pos + T, head_dim)
-        p = self.dropout if self.training else 0.0
-        y = attend(q, k, v, self.impl, blocked, pos, p)  # (B, n_head, T, head_dim)
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
-
-
-class GPT2MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.c_fc = Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
-        self.act = activation(cfg.mlp)
-        self.c_proj = Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
-
-    def forward(self, x):
-        return self.c_proj(self.act(self.c_fc(x)))
-
-
-class GPT2Block(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.eps, bias=cfg.bias)
-        self.attn = GPT2Attention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.eps, bias=cfg.bias)
-        self.mlp = GPT2MLP(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def forward(self, x, cos, sin, blocked, layer_cache, pos: int):
-        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, blocked, layer_cache, pos))
-        return x + self.drop(self.mlp(self.ln_2(x)))
+__all__ = ["ATTN_IMPLS", "GPT", "STYLES", "GPTConfig"]
 
 
 class GPT(nn.Module):
@@ -271,10 +78,8 @@ class GPT(nn.Module):
         blocked = torch.ones(cfg.seq_len, cfg.seq_len, dtype=torch.bool).triu(1)  # True = future key
         self.register_buffer("blocked", blocked, persistent=False)
 
-    _matvec: tuple | None = None  # transposed head copy while decode_layout is active
-
-    def matvec_weight(self) -> torch.Tensor:
-        """The head's (vocab_size, width) matrix, for ``decode_layout``."""
+    def head_weight(self) -> torch.Tensor:
+        """The head's (vocab_size, width) matrix: the untied head's or the embedding's first rows."""
         return (self.wte.weight if self.lm_head is None else self.lm_head.weight)[: self.config.vocab_size]
 
     @property
@@ -319,8 +124,7 @@ class GPT(nn.Module):
         cfg = self.config
         B, T = idx.shape
         x = self.hidden_states(idx, cache)  # (B, T, C)
-        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
-        logits = project(x, head[: cfg.vocab_size], None, self)  # (B, T, vocab_size), no padding columns
+        logits = F.linear(x, self.head_weight())  # (B, T, vocab_size), no padding columns
         if cfg.logit_softcap:
             cap = cfg.logit_softcap
             logits = cap * torch.tanh(logits.float() / cap)
@@ -352,6 +156,57 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos = pos + T
         return self.norm_f(x) if self.wpe is None else self.ln_f(x)
+
+    # Batch-1 decoding, one new position per call: the fast twin of forward(idx (1, 1), cache), run by
+    # models/decode.py's Decoder (the generation engine's path for this model).
+    @torch.no_grad()
+    def decode_copy(self) -> SimpleNamespace:
+        """The weights laid out for one-row products: embeddings, every block's ``decode_copy``, and
+        the head with the final norm's scale (and the soft-cap's 1 / cap) folded in."""
+        cfg = self.config
+        modern = cfg.style == "modern"
+        final = self.norm_f if modern else self.ln_f
+        head, cap = self.head_weight(), cfg.logit_softcap or 1.0  # cap * tanh(z / cap)
+        head_b = folded_bias(head, None, getattr(final, "bias", None))
+        return SimpleNamespace(
+            wte=self.wte.weight.detach(),  # (padded vocab, C)
+            wpe=None if modern else self.wpe.weight.detach(),  # (seq_len, C)
+            # One table for all layers: (seq_len, hd, hd), 1 MB at the demo shape, 4 MB at head_dim 64.
+            rope=rope_matrices(self.rope_cos, self.rope_sin).to(self.wte.weight.dtype) if modern else None,
+            head=row_operand(head / cap, final.weight),  # (C, vocab_size)
+            head_b=None if head_b is None else head_b / cap,
+            blocks=[block.decode_copy() for block in self.blocks],
+        )
+
+    def decode_scratch(self, cache: KVCache) -> SimpleNamespace:
+        """One stream's buffers (shared by every layer) and the cache's per-layer views for batch 0."""
+        cfg, w = self.config, self.wte.weight
+        row = Row(cfg.n_embd, cfg.style == "modern", cfg.eps, w.dtype, w.device)
+        shared = self.blocks[0].decode_scratch(row)  # every layer has the same shapes
+        # Each block's step for this stream, over batch 0's (n_kv, max_len, head_dim) cache views.
+        steps = [
+            block.decoder(row, shared, cache.k[i, 0], cache.v[i, 0]) for i, block in enumerate(self.blocks)
+        ]
+        return SimpleNamespace(row=row, steps=steps)
+
+    def decode(self, token_id: int, cache: KVCache, copy: SimpleNamespace, scratch: SimpleNamespace):
+        """Append ``token_id`` at ``cache.pos``; its next-token logits (1, vocab_size). Arguments from
+        ``decode_copy`` and ``decode_scratch``; run under ``torch.inference_mode()``."""
+        pos, row = cache.pos, scratch.row
+        if copy.wpe is None:
+            row.x.copy_(copy.wte[token_id])
+            rope = copy.rope[pos]  # (head_dim, head_dim)
+        else:
+            torch.add(copy.wte[token_id], copy.wpe[pos], out=row.x_row)
+            rope = None
+        for block_step, block_copy in zip(scratch.steps, copy.blocks, strict=True):
+            block_step(block_copy, pos, rope)
+        cache.pos = pos + 1
+        h = row.normed()
+        logits = h @ copy.head if copy.head_b is None else torch.addmm(copy.head_b, h, copy.head)
+        if self.config.logit_softcap:
+            return torch.tanh(logits.float()).mul_(self.config.logit_softcap)  # the 1 / cap is in the head
+        return logits
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameters (vocabulary padding rows included). ``exclude_embeddings`` drops the lookup

@@ -18,7 +18,7 @@ from torch import nn
 
 from lmforge.errors import UserError
 from lmforge.models.cache import GRUState
-from lmforge.models.layers import param_groups, project
+from lmforge.models.layers import param_groups
 
 
 @dataclass
@@ -62,12 +62,6 @@ class GRULM(nn.Module):
         self.gru = nn.GRU(cfg.n_embd, cfg.hidden, cfg.n_layer, batch_first=True, dropout=inter)
         self.lm_head = None if cfg.tie else nn.Linear(cfg.hidden, cfg.padded_vocab_size, bias=False)
 
-    _matvec: tuple | None = None  # transposed head copy while decode_layout is active
-
-    def matvec_weight(self) -> torch.Tensor:
-        """The head's (vocab_size, width) matrix, for ``decode_layout``."""
-        return (self.wte.weight if self.lm_head is None else self.lm_head.weight)[: self.config.vocab_size]
-
     @property
     def max_context(self) -> int | None:
         return None  # the hidden state carries any history
@@ -100,7 +94,7 @@ class GRULM(nn.Module):
         B, T = idx.shape
         out = self.hidden_states(idx, cache)  # (B, T, hidden)
         head = self.wte.weight if self.lm_head is None else self.lm_head.weight
-        logits = project(self.drop(out), head[: cfg.vocab_size], None, self)  # (B, T, vocab_size)
+        logits = F.linear(self.drop(out), head[: cfg.vocab_size])  # (B, T, vocab_size)
         if targets is None:
             return logits
         return F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)

@@ -6,10 +6,9 @@ export must reproduce our logits to 1e-4, and kept free of branches that cost pe
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,53 +17,27 @@ from torch import nn
 MLP_KINDS = ("swiglu", "relu2", "gelu", "relu")
 
 
-class Linear(nn.Linear):
-    """``nn.Linear`` that can use a transposed weight copy for one-row products (see decode_layout)."""
+@dataclass
+class FastPaths:
+    """Which hand-written training kernels the layers use instead of plain ATen, and what
+    ``attn_impl="auto"`` means. Whether each pays depends on the CPU and dtype (BENCHMARKS.md, "Fast
+    paths on this CPU"), so the defaults are the plain ATen ops and ``models/fastpaths.py`` switches a
+    path on only where its probe measured it faster on the machine that trains."""
 
-    _matvec: tuple | None = None  # (weight key, weight.t().contiguous()) while decode_layout is active
-
-    def matvec_weight(self) -> torch.Tensor:
-        return self.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return project(x, self.weight, self.bias, self)
-
-
-def _key(weight: torch.Tensor) -> tuple:
-    return (weight.data_ptr(), weight._version, weight.dtype, weight.shape)
+    gelu: bool = False  # _GELUTanhFn instead of F.gelu(approximate="tanh") under autograd
+    rms_norm: bool = False  # _RMSNormFn instead of F.rms_norm under autograd
+    relu2: bool = False  # _ReLU2Fn instead of relu().square() under autograd
+    attention: str = "sdpa"  # what attn_impl="auto" runs: "sdpa" | "math"
 
 
-def project(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, holder: nn.Module
-) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``; a one-row inference x uses ``holder``'s transposed copy if any."""
-    fast = holder._matvec
-    if fast is None or x.numel() != x.size(-1) or torch.is_grad_enabled() or fast[0] != _key(weight):
-        return F.linear(x, weight, bias)
-    y = x @ fast[1]  # (..., out)
-    return y if bias is None else y + bias
+FAST = FastPaths()  # read at every forward, so a probe can set it after the model is built
 
 
-@contextlib.contextmanager
-def decode_layout(model: nn.Module) -> Iterator[None]:
-    """While active, one-row inference products read weights stored (in, out) instead of (out, in).
-
-    Batch-1 decoding is bound by streaming the weights from memory, and on this CPU a (1, K) x (K, N)
-    product with a K-major matrix ran ~2x faster than ``F.linear``'s layout (≈ 19 vs 9 GB/s; 10-20% of
-    a whole decode step at the 10.7 M shape). The copies (one more model's worth of memory) live only
-    inside the ``with``; each is checked against its weight's storage and version counter, so a weight
-    changed in place meanwhile falls back to the ordinary path instead of using a stale copy.
-    """
-    holders = [m for m in model.modules() if hasattr(m, "matvec_weight")]
-    try:
-        with torch.no_grad():
-            for m in holders:
-                w = m.matvec_weight()
-                m._matvec = (_key(w), w.t().contiguous())
-        yield
-    finally:
-        for m in holders:
-            m._matvec = None
+def use_fast_paths(paths: FastPaths) -> None:
+    """Make `paths` the process-wide choice (the training start's probe calls this)."""
+    FAST.gelu, FAST.rms_norm, FAST.relu2, FAST.attention = (
+        paths.gelu, paths.rms_norm, paths.relu2, paths.attention,
+    )  # fmt: skip
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -75,9 +48,10 @@ def _upcast(t: torch.Tensor) -> torch.Tensor:
 class _RMSNormFn(torch.autograd.Function):
     """RMSNorm with a hand-written backward: ~10 tensor ops for forward + backward instead of ~25.
 
-    ``F.rms_norm`` has no fused CPU kernel, so autograd records every op of its composite and
-    replays each one's backward; at width 128 the norms were ~10% of a training step.
-    Arithmetic in fp32 (inputs are upcast), result in the input's dtype.
+    Where ``F.rms_norm`` has no fused CPU kernel autograd records every op of its composite and
+    replays each one's backward; at width 128 on a Zen 4 the norms were ~10% of a training step.
+    Used where the probe (fastpaths.py) measured it faster. Arithmetic in fp32 (inputs are upcast),
+    result in the input's dtype.
     """
 
     @staticmethod
@@ -112,7 +86,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+        if FAST.rms_norm and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _RMSNormFn.apply(x, self.weight, self.eps)
         if x.dtype == self.weight.dtype:
             return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
@@ -138,7 +112,7 @@ class ReLU2(nn.Module):
     """ReLU squared (So et al. 2021, "Primer"): cheap and about as good as SwiGLU at small scale."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        if FAST.relu2 and torch.is_grad_enabled() and x.requires_grad:
             return _ReLU2Fn.apply(x)
         return F.relu(x).square()
 
@@ -150,9 +124,10 @@ _GELU_C = 0.044715
 class _GELUTanhFn(torch.autograd.Function):
     """GPT-2's tanh GELU through the identity 0.5 * (1 + tanh(z)) = sigmoid(2z).
 
-    On the 2-core Zen 4 CPU ATen's tanh-GELU kernels took 7 ms forward and 6 ms backward on a
-    (4096, 1536) bf16 tensor -- its tanh is slow -- while sigmoid, multiply and addcmul take 0.6-1.4
-    ms each; these 4 + 6 ops cost ~4.4 + 5.2 ms, a quarter less, at nanoGPT's GPU shape (issue 4).
+    On a 2-core Zen 4 ATen's tanh-GELU kernels took 7 ms forward and 6 ms backward on a (4096, 1536)
+    bf16 tensor -- its tanh was slow there -- while these 4 + 6 ops cost ~4.4 + 5.2 ms. On a Xeon with
+    AMX it is the other way round (BENCHMARKS.md, "Fast paths on this CPU"), so it runs only where
+    the probe (fastpaths.py) measured it faster.
     """
 
     @staticmethod
@@ -173,10 +148,11 @@ class _GELUTanhFn(torch.autograd.Function):
 
 
 class GELUTanh(nn.Module):
-    """``nn.GELU(approximate="tanh")`` (GPT-2's "gelu_new") with a cheaper training path."""
+    """``nn.GELU(approximate="tanh")`` (GPT-2's "gelu_new") with a training path that is cheaper on
+    some CPUs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        if FAST.gelu and torch.is_grad_enabled() and x.requires_grad:
             return _GELUTanhFn.apply(x)
         return F.gelu(x, approximate="tanh")
 
@@ -189,6 +165,17 @@ def activation(kind: str) -> nn.Module:
         return GELUTanh()
     if kind == "relu":
         return nn.ReLU()
+    raise ValueError(f"no plain activation {kind!r}")
+
+
+def activation_(kind: str, x: torch.Tensor) -> torch.Tensor:
+    """The non-gated activation of ``kind`` for inference, in place where the op allows (decoding)."""
+    if kind == "relu2":
+        return F.relu(x, inplace=True).square_()
+    if kind == "gelu":
+        return F.gelu(x, approximate="tanh")
+    if kind == "relu":
+        return F.relu(x, inplace=True)
     raise ValueError(f"no plain activation {kind!r}")
 
 
@@ -225,8 +212,10 @@ def attend(
     head h reads key head h // (n_head / n_kv), as HF's repeat_kv). ``blocked`` is the (seq_len,
     seq_len) "key is in the future" table; row pos + i of it is query i's mask. ``is_causal`` alone
     would align the triangle to the top-left, wrong once a cache holds a prefix, so that case takes
-    an explicit mask. Returns (B, n_head, T, head_dim).
+    an explicit mask. ``impl`` "auto" is FAST.attention. Returns (B, n_head, T, head_dim).
     """
+    if impl == "auto":
+        impl = FAST.attention
     T, S = q.size(2), k.size(2)
     gqa = k.size(1) != q.size(1)
     if impl == "sdpa":

@@ -15,12 +15,10 @@ import contextlib
 import math
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-if TYPE_CHECKING:
-    from lmforge.serve.app import ServeConfig
+from lmforge.serve.settings import ServeConfig
 
 
 class APIError(Exception):

@@ -31,6 +31,7 @@ from lmforge import dist, hardware, runs
 from lmforge.config import RunConfig
 from lmforge.dist import DistInfo
 from lmforge.errors import UserError
+from lmforge.models import fastpaths
 from lmforge.train import guard, sharding
 from lmforge.train import resume as run_folder
 from lmforge.train.budget import Clock, TimeBudget, first_reserve, probe_step_seconds
@@ -105,6 +106,15 @@ def train(
     checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main, run_notes)
     state = TrainState.from_meta(checkpoint.meta) if checkpoint else TrainState(max_steps=tcfg.max_steps)
     env = _setup_threads(tcfg, device, dinfo, checkpoint)
+    pinned = (checkpoint.meta.get("environment") or {}).get("fast_paths") if checkpoint else None
+    paths = fastpaths.setup(config.model, tcfg, device, write=main, pinned=pinned) if main else None
+    if dinfo.enabled:  # one probe (rank 0's), and every rank runs the kernels it chose
+        pin = dist.broadcast_object(paths.pin() if main else None, dinfo)
+        paths = paths or fastpaths.setup(config.model, tcfg, device, write=False, pinned=pin)
+    env["fast_paths"] = paths.pin()  # a resume here runs the same kernels, so it stays bit-exact
+    say_once(paths.line())
+    if main:
+        run_folder.record_fast_paths(run_dir, paths.record())
     engine = build_engine(config, data, device, dinfo, checkpoint, init_from)
     if checkpoint is not None:
         if main:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge import __version__, runs
+from lmforge import __version__, io, runs
 from lmforge.config import RunConfig, flatten
 from lmforge.errors import UserError
 from lmforge.train.data import TrainData
@@ -165,6 +165,14 @@ def record_changes(run_dir: Path, config: RunConfig) -> None:
         logger.info(
             f"resume: settings changed since the last start (recorded in config.json): {'; '.join(changed)}"
         )
+
+
+def record_fast_paths(run_dir: Path, record: dict) -> None:
+    """This start's fast-path choices (models/fastpaths.py) into run.json: a resume on another
+    machine may choose differently, and the folder says what the latest start ran."""
+    path = run_dir / "run.json"
+    info = io.read_json_object(path) if path.is_file() else {}
+    runs.write_json_atomic(path, {**info, "fast_paths": record})
 
 
 def _write_fresh(run_dir: Path, config: RunConfig, data: TrainData, notes: dict | None = None) -> None:

@@ -4,9 +4,11 @@ The best shape for a minute differs from the best for twenty, and from one CPU t
 matmuls are a little faster than fp32 on one chip, several times faster on another). So the choice is
 made where the run happens, in three measured steps and one prediction:
 
-1. **fast paths** -- a mid-sized candidate is timed with each thread count, precision and attention
-   implementation training could use, one knob at a time; the fastest is kept for every candidate
-   (`train.threads`, `train.dtype`, `model.attn_impl`).
+1. **fast paths** -- a mid-sized candidate is timed with each thread count and precision training
+   could use, one knob at a time; the fastest is kept for every candidate (`train.threads`,
+   `train.dtype`). The attention implementation and the hand-written kernels are not a knob here:
+   `model.attn_impl="auto"` lets models/fastpaths.py's cached per-CPU probe choose them, for each
+   candidate as it is timed and again (from its cache) when the run starts.
 2. **speed** -- each candidate shape (`CANDIDATES`, the presets and shapes between them) runs a few
    real training steps (`train/engine.py`'s own step, optimizer included), warm-up excluded: tokens/s.
 3. **tokens** -- what each would see in the budget: D = tokens/s x (budget - start-up - probe - the
@@ -42,9 +44,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import UserError
-from lmforge.tune.scaling import ScalingFit
+from lmforge.tune.auto_rule import (
+    CANDIDATES,
+    EVALS,
+    FAST_PATH_SHAPE,
+    MARGIN_SECONDS,
+    MIN_TRAIN_SECONDS,
+    PROBE_SHARE,
+    PROBE_SLICE,
+    RECIPE,
+    Measured,
+    choose,
+    eval_tokens_for,
+    heads_for,
+    load_fit,
+    lr_for,
+)
 
 logger = logging.getLogger(__name__)
+
 
 # The knobs --auto chooses: any one given explicitly (key=value, or the preset) is kept as given.
 KNOBS = ("model.n_layer", "model.n_embd", "model.n_head", "model.seq_len", "train.batch_size", "optim.lr")
@@ -53,169 +71,6 @@ FAST_PATH_KNOBS = ("train.threads", "train.dtype", "model.attn_impl")
 # What every --auto run shares (the recipe of the presets' sweeps): a modern GPT that exports to
 # Hugging Face (SwiGLU + QK-norm = Qwen3), AdamW, a warm-up / stable / linear warm-down schedule
 # that ends at zero. A preset (--config) or key=value overrides change any of it.
-RECIPE = {
-    "model.family": "gpt",
-    "model.style": "modern",
-    "model.mlp": "swiglu",
-    "model.qk_norm": True,
-    "model.tie_embeddings": False,
-    "optim.name": "adamw",
-    "optim.beta2": 0.95,
-    "optim.weight_decay": 0.1,
-    "optim.grad_clip": 1.0,
-    "schedule.name": "wsd",
-    "schedule.warmup_steps": 30,
-    "schedule.warmdown_frac": 0.5,
-    "schedule.min_lr_frac": 0.0,
-    "train.max_steps": 10_000_000,  # the time budget decides
-}
-
-EVALS = 8  # validation passes in a run (the last one included): a curve, at a few % of the budget
-EVAL_SHARE = 0.05  # of the training time, at most, spent evaluating (unless train.eval_tokens is given)
-MIN_EVAL_TOKENS = 4096  # validation tokens per evaluation, at least
-MIN_TRAIN_SECONDS = 10.0  # less than this is not a training run worth choosing a model for
-MARGIN_SECONDS = 1.5  # building the model and optimizer, and the process's exit, outside the loop's clock
-REPEAT_HALF_LIFE = 15.4  # R*: Muennighoff et al. 2023, fitted value for repeated data
-PROBE_SHARE = 0.10  # of the budget, at most, spent measuring speeds
-PROBE_SLICE = (0.3, 1.5)  # seconds of timed steps per candidate, at least / at most
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A candidate: depth, width, context and sequences per step (heads: width / 32)."""
-
-    n_layer: int
-    n_embd: int
-    seq_len: int
-    batch_size: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.n_layer}x{self.n_embd} ctx{self.seq_len} b{self.batch_size}"
-
-    @property
-    def n_head(self) -> int:
-        return heads_for(self.n_embd)
-
-    def updates(self) -> dict:
-        return {
-            "model.n_layer": self.n_layer,
-            "model.n_embd": self.n_embd,
-            "model.n_head": self.n_head,
-            "model.seq_len": self.seq_len,
-            "train.batch_size": self.batch_size,
-            "optim.lr": lr_for(self.n_embd),
-        }
-
-
-# From the speedrun preset (1 x 64) through the quality preset (3 x 64, context 128), gpt-small
-# (4 x 128) and the demo (4 x 192) to one size beyond: N grows about 2-3x per row.
-CANDIDATES = (
-    Shape(1, 64, 64, 32),
-    Shape(2, 64, 128, 32),
-    Shape(3, 64, 128, 32),
-    Shape(2, 128, 128, 16),
-    Shape(4, 128, 128, 16),
-    Shape(4, 192, 128, 16),
-    Shape(6, 256, 128, 16),
-)
-FAST_PATH_SHAPE = Shape(2, 128, 128, 8)  # timed in each precision to pick the fast path: mid width, short
-
-
-def heads_for(n_embd: int) -> int:
-    """Heads of 32 channels (the presets' choice), or the nearest count below that divides n_embd."""
-    heads = max(1, n_embd // 32)
-    while n_embd % heads:
-        heads -= 1
-    return heads
-
-
-def lr_for(n_embd: int) -> float:
-    """AdamW's peak learning rate for a width: 5e-3 at 64, falling as width^-0.8 (module docstring)."""
-    return float(f"{5e-3 * (64 / n_embd) ** 0.8:.2g}")
-
-
-def effective_tokens(tokens: float, unique: float) -> float:
-    """Tokens worth of fresh data when `tokens` are drawn from a corpus of `unique` (Muennighoff et al.
-    2023): the first pass counts fully, each further pass less, saturating at R* extra passes."""
-    if unique <= 0 or tokens <= unique:
-        return float(tokens)
-    repeats = tokens / unique - 1
-    return unique + unique * REPEAT_HALF_LIFE * (1 - math.exp(-repeats / REPEAT_HALF_LIFE))
-
-
-@dataclass
-class Measured:
-    """One candidate's measurement: its settings, non-embedding parameters and training speed."""
-
-    name: str
-    updates: dict  # dotted keys of the candidate (the user's fixed values already in)
-    n_params: int  # N of the scaling fit: non-embedding parameters, the head included
-    tokens_per_second: float
-
-
-@dataclass
-class Prediction:
-    measured: Measured
-    tokens: float  # D: tokens it would train on in the budget
-    predicted_loss: float
-
-
-def choose(
-    measured: list[Measured],
-    fit: ScalingFit,
-    seconds: float,
-    unique_tokens: float,
-    eval_tokens: int,
-) -> tuple[Prediction, list[Prediction]]:
-    """The candidate with the lowest predicted loss after `seconds` of the run's loop, and all the
-    predictions. Each loses to its evaluations (EVALS passes of eval_tokens, forward only: about a
-    third of a training step's cost per token, each at most `eval_tokens_for`) the time they take."""
-    if not measured:
-        raise UserError("--auto has no candidate to choose from; drop --auto and pass --config")
-    predictions = []
-    for m in measured:
-        eval_seconds = (
-            EVALS * eval_tokens_for(m.tokens_per_second, seconds, eval_tokens) / (3 * m.tokens_per_second)
-        )
-        tokens = max(0.0, m.tokens_per_second * (seconds - eval_seconds))
-        d = effective_tokens(tokens, unique_tokens)
-        loss = float(fit.loss(m.n_params, d)) if d > 0 else math.inf
-        predictions.append(Prediction(m, tokens, loss))
-    best = min(predictions, key=lambda p: p.predicted_loss)
-    if not math.isfinite(best.predicted_loss):
-        raise UserError(
-            f"no --auto candidate can train in {seconds:.0f}s after its evaluations; raise --time-budget"
-        )
-    return best, predictions
-
-
-def eval_tokens_for(tokens_per_second: float, seconds: float, eval_tokens: int) -> int:
-    """Validation tokens per evaluation: `eval_tokens`, or fewer when EVALS passes of it would take
-    more than EVAL_SHARE of the training time (a slow machine or a short budget), never under
-    MIN_EVAL_TOKENS."""
-    affordable = EVAL_SHARE * seconds * 3 * tokens_per_second / EVALS
-    return int(min(eval_tokens, max(MIN_EVAL_TOKENS, affordable)))
-
-
-# --- the scaling fit the choice uses -----------------------------------------------------------------
-
-
-def ladder_path() -> Path:
-    from lmforge import presets
-
-    return presets.folder() / "auto_ladder.json"
-
-
-def load_fit(tokenizer_kind: str, path: Path | None = None) -> tuple[ScalingFit, str]:
-    """The fit for this kind of tokenizer (per-token losses of characters and BPE differ), and its name."""
-    data = json.loads((path or ladder_path()).read_text(encoding="utf-8"))
-    fits = data["fits"]
-    name = tokenizer_kind if tokenizer_kind in fits else data["default"]
-    f = fits[name]["fit"]
-    return ScalingFit(f["E"], f["A"], f["alpha"], f["B"], f["beta"], f["rmse_log"]), name
-
-
 # --- time ----------------------------------------------------------------------------------------------
 
 
@@ -255,10 +110,12 @@ def measure_speed(config, data, device, seconds: float) -> tuple[float, int]:
 
     from lmforge import hardware, logs
     from lmforge.dist import DistInfo
+    from lmforge.models import fastpaths
     from lmforge.train.engine import apply_update, build_engine, train_step
 
     if device.type == "cpu":
         hardware.setup_threads(config.train.threads or hardware.physical_cores())
+    fastpaths.setup(config.model, config.train, device)  # the paths its run would use (cached verdicts)
     rng = torch.get_rng_state()
     with logs.silenced("lmforge.train"):  # the probe's engines are not the run's: no messages
         engine = build_engine(config, data, device, DistInfo(), None, None)
@@ -461,7 +318,7 @@ def _fast_path_options(fixed: dict, device: str, cores: int) -> list[tuple[str, 
     options: list[tuple[str, list]] = []
     if device == "cpu" and cores > 1:
         options.append(("train.threads", [cores, 1]))
-    options += [("train.dtype", ["float32", "bfloat16"]), ("model.attn_impl", ["sdpa", "math"])]
+    options.append(("train.dtype", ["float32", "bfloat16"]))  # attention: models/fastpaths.py
     return [(knob, values) for knob, values in options if knob not in fixed]
 
 

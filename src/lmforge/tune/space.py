@@ -58,7 +58,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -412,29 +411,3 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     return [
         dict(zip(names, combo, strict=True)) for combo in itertools.product(*(p.grid() for p in spec.space))
     ]
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def to_toml(tree: dict[str, dict[str, Any]], header: str = "") -> str:
-    """A {section: {key: value | {name: value}}} tree as a preset TOML file (round-trips with tomllib)."""
-    lines = [f"# {line}" for line in header.splitlines()]
-    for section, values in tree.items():
-        if not any(v != {} for v in values.values()):
-            continue  # e.g. [data] with no weights
-        lines += ["", f"[{section}]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
-        for key, table in values.items():
-            if isinstance(table, dict) and table:
-                lines += ["", f"[{section}.{key}]"] + [
-                    f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()
-                ]
-    text = "\n".join(lines).lstrip("\n") + "\n"
-    tomllib.loads(text)  # never write a file that does not read back
-    return text

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import logs
-from lmforge.config import apply_updates, build_run_config, flatten
+from lmforge.config import apply_updates, build_run_config, flatten, to_toml
 from lmforge.errors import UserError
-from lmforge.tune.space import TASK_KINDS, TASK_METRICS, SweepSpec, split_finetune, to_toml
+from lmforge.tune.space import TASK_KINDS, TASK_METRICS, SweepSpec, split_finetune
 
 
 @dataclass

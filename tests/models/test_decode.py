@@ -1,12 +1,12 @@
-"""The fast one-token decode step: same logits as the model's forward, same tokens as the module path,
-for both styles and every option it claims; everything else falls back to the module path."""
+"""Batch-1 decoding through each block's ``decode``: same logits as the model's forward, same tokens
+as the forward path, for both styles and every option; everything else falls back to the forward."""
 
 import pytest
 import torch
 
-from lmforge.generate import fast_decode, generate_tokens
-from lmforge.generate.fast_decode import FastDecoder, prepared, rope_matrices
-from lmforge.models import GPTConfig, GRUConfig, build_model
+from lmforge.generate import engine, generate_tokens
+from lmforge.models import GPTConfig, GRUConfig, build_model, decode
+from lmforge.models.decode import Decoder, covers, prepared, rope_matrices
 from lmforge.models.layers import rope_tables, rotate
 from lmforge.models.lora import add_lora
 
@@ -42,18 +42,18 @@ def peaky(cfg, biases: bool = False):
 
 
 def module_path(monkeypatch):
-    monkeypatch.setattr(FastDecoder, "covers", staticmethod(lambda model: False))
+    monkeypatch.setattr(engine, "covers", lambda model: False)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_step_logits_match_forward(name):
     model = peaky(CONFIGS[name], biases=True)
-    assert FastDecoder.covers(model)
+    assert covers(model)
     ids = torch.randint(0, V, (1, 14), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         cache = model.new_cache(1, 16)
         model(ids[:, :3], cache=cache)  # prefill by the model, then one position at a time
-        step = FastDecoder(model, cache).step
+        step = Decoder(model, cache).step
         got = torch.cat([step(int(t)) for t in ids[0, 3:]])
         assert cache.pos == 14
         want = model(ids)[0, 3:]  # (11, V), no cache
@@ -98,7 +98,7 @@ def test_fallbacks():
     half = peaky(CONFIGS["gpt2-tied"]).to(torch.bfloat16)
     gru = build_model(GRUConfig(vocab_size=V, seq_len=16, n_layer=1, n_embd=16, hidden=16))
     for model in (lora, hooked, patched, half, gru):
-        assert not FastDecoder.covers(model)
+        assert not covers(model)
         assert len(list(generate_tokens(model, [1, 2], 5, temperature=0))) == 5  # the module path
 
 
@@ -114,7 +114,7 @@ def test_weights_rebuilt_when_changed():
     with torch.no_grad():
         want = model(torch.tensor([[1, 2] + after[:-1]]))[0].argmax(-1).tolist()  # greedy = argmax
     assert after == want[1:] and after != before
-    assert len(fast_decode._PREPARED) >= 1
+    assert len(decode._PREPARED) >= 1
 
 
 def test_rope_matrices_rotate():
