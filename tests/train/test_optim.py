@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from lmforge.config import OptimConfig
-from lmforge.train.optim import AdamW, build_optimizers
+from lmforge.train.optim import AdamW, Muon, build_optimizers
 
 
 def _model() -> torch.nn.Module:
@@ -81,19 +82,60 @@ def test_adamw_is_the_default_and_torch_is_used_when_sharded():
     assert isinstance(build_optimizers(cfg, model, sharded=True)[0], torch.optim.AdamW)
 
 
-def test_building_and_stepping_does_not_import_the_compiler():
-    # The reason the class exists: torch.optim imports torch._dynamo (~1.2 s of start-up).
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_building_and_stepping_does_not_import_the_compiler(name):
+    # The reason the classes exist: torch.optim imports torch._dynamo (~1.2 s of start-up).
     code = (
         "import sys, torch\n"
         "from lmforge.config import OptimConfig\n"
         "from lmforge.train.optim import build_optimizers\n"
         "m = torch.nn.Linear(4, 4)\n"
-        "opt = build_optimizers(OptimConfig(), m)[0]\n"
+        f"opts = build_optimizers(OptimConfig(name={name!r}), m)\n"
         "m(torch.randn(2, 4)).sum().backward(); torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)\n"
-        "opt.step(); opt.zero_grad()\n"
-        "assert isinstance(opt, torch.optim.Optimizer)\n"
-        "opt.load_state_dict(opt.state_dict())\n"
-        "print('torch._dynamo' in sys.modules)\n"
+        "for opt in opts:\n"
+        "    opt.step(); opt.zero_grad()\n"
+        "    assert isinstance(opt, torch.optim.Optimizer)\n"
+        "    opt.load_state_dict(opt.state_dict())\n"
+        "print(len(opts), 'torch._dynamo' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == f"{1 if name == 'adamw' else 2} False"
+
+
+def _muon_pair(ns_dtype):
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(8, 5)), torch.nn.Parameter(torch.randn(5, 8))]
+    copies = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    kw = {"lr": 0.02, "momentum": 0.95, "adjust_lr_fn": "original"}
+    ours = Muon([{"params": weights, "weight_decay": 0.1}], ns_dtype=ns_dtype, **kw)
+    theirs = torch.optim.Muon([{"params": copies, "weight_decay": 0.1}], **kw)
+    for step in range(3):
+        for w, c in zip(weights, copies, strict=True):
+            w.grad = torch.randn(w.shape, generator=torch.Generator().manual_seed(step))
+            c.grad = w.grad.clone()
+        ours.step()
+        theirs.step()
+        ours.zero_grad()
+        theirs.zero_grad()
+    return ours, theirs, weights, copies
+
+
+def test_muon_in_bfloat16_is_torchs_update_and_its_state_moves_both_ways():
+    ours, theirs, weights, copies = _muon_pair(torch.bfloat16)
+    for w, c in zip(weights, copies, strict=True):
+        torch.testing.assert_close(w, c, rtol=0, atol=0)
+    assert ours.state_dict()["param_groups"] == theirs.state_dict()["param_groups"]
+    torch.testing.assert_close(ours.state_dict()["state"], theirs.state_dict()["state"], rtol=0, atol=0)
+    params = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    fresh = Muon([{"params": params, "weight_decay": 0.1}], lr=0.02, adjust_lr_fn="original")
+    fresh.load_state_dict(theirs.state_dict())
+    torch.testing.assert_close(fresh.state_dict()["state"], ours.state_dict()["state"], rtol=0, atol=0)
+    assert fresh.param_groups[0]["ns_coefficients"] == theirs.param_groups[0]["ns_coefficients"]
+
+
+def test_muon_on_the_cpu_orthogonalises_in_float32_close_to_torchs_bfloat16():
+    ours, theirs, weights, copies = _muon_pair(None)
+    moved = [(w - c).abs().max().item() for w, c in zip(weights, copies, strict=True)]
+    assert max(moved) > 0  # not torch's bf16 arithmetic ...
+    for w, c in zip(weights, copies, strict=True):
+        torch.testing.assert_close(w, c, rtol=0, atol=2e-3)  # ... but the same update to bf16's precision

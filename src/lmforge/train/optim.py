@@ -13,11 +13,14 @@ AdamW. `torch.optim.Muon` does the maths; we use Keller Jordan's original shape 
 
 Every optimiser gets a `base_lr` in each param group; the loop sets `lr = base_lr * lr_factor(step)`.
 
-AdamW is our own small class on torch's fused kernel (see `AdamW`) except under FSDP, whose sharded
-parameters need torch.optim's DTensor handling.
+AdamW is our own small class on torch's fused kernel (see `AdamW`), and Muon torch's class with the
+same plain bookkeeping (see `Muon`), except under FSDP, whose sharded parameters need torch.optim's
+DTensor handling.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -171,6 +174,96 @@ class AdamW(torch.optim.Optimizer):
                     }
 
 
+class Muon(torch.optim.Muon):
+    """``torch.optim.Muon`` (same update, options and state layout) without the compiler import, and
+    with the Newton-Schulz iteration in float32 on the CPU.
+
+    Like `AdamW`: torch.optim's ``add_param_group``, ``zero_grad``, ``state_dict`` and
+    ``load_state_dict`` import ``torch._dynamo`` on first call, a second or more of start-up on a
+    2-core CPU -- an eighth of the Tiny Shakespeare speedrun, which runs Muon (BENCHMARKS.md, "Time to
+    quality"); those four are replaced by plain code. torch runs the iteration in bfloat16, which pays
+    on a GPU; on a CPU the matrices of a small model are too small for bf16 matmuls to pay for their
+    casts and set-up, and float32 took less than half the time on the Intel Xeon (AMX) of BENCHMARKS.md
+    (float32 is also the plain path, right on every CPU). ``ns_dtype=torch.bfloat16`` gives torch's
+    update exactly (tests/train/test_optim.py).
+    """
+
+    def __init__(self, params, *args, ns_dtype: torch.dtype | None = None, **kwargs) -> None:
+        super().__init__(params, *args, **kwargs)
+        self.ns_dtype = ns_dtype  # None: float32 on the CPU, bfloat16 elsewhere (torch's choice)
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        for group in self.param_groups:
+            lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                dtype = self.ns_dtype or (torch.float32 if p.device.type == "cpu" else torch.bfloat16)
+                update = _newton_schulz(
+                    update, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype
+                )
+                p.mul_(1 - lr * wd)
+                p.add_(update, alpha=-_muon_lr(lr, group["adjust_lr_fn"], p.shape))
+
+    add_param_group = AdamW.add_param_group
+    zero_grad = AdamW.zero_grad
+    state_dict = AdamW.state_dict
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict["param_groups"]
+        if len(saved) != len(self.param_groups) or any(
+            len(s["params"]) != len(g["params"]) for s, g in zip(saved, self.param_groups, strict=True)
+        ):
+            raise ValueError("optimizer state has a different number of parameters or groups")
+        state = state_dict["state"]
+        self.state.clear()
+        for s, group in zip(saved, self.param_groups, strict=True):
+            for key, value in s.items():
+                if key != "params":
+                    group[key] = tuple(value) if key == "ns_coefficients" else value
+            for i, p in zip(s["params"], group["params"], strict=True):
+                if i in state:
+                    buf = state[i]["momentum_buffer"]
+                    self.state[p] = {"momentum_buffer": buf.to(p.device, p.dtype).clone()}
+
+
+def _newton_schulz(
+    grad: torch.Tensor, coefficients, steps: int, eps: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """torch.optim's quintic Newton-Schulz orthogonalisation (``_zeropower_via_newtonschulz``, Keller
+    Jordan's), with the working dtype as an argument; in bfloat16 it is torch's, op for op."""
+    a, b, c = coefficients
+    x = grad.to(dtype)
+    wide = grad.size(0) > grad.size(1)
+    if wide:
+        x = x.T  # (min, max): the Gram matrix below is the small one
+    x = x.div(x.norm().clamp(min=eps))  # spectral norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if wide else x
+
+
+def _muon_lr(lr: float, adjust: str | None, shape: torch.Size) -> float:
+    """torch.optim.Muon's rate per matrix; "original" (Keller Jordan's): x sqrt(max(1, rows / cols))."""
+    rows, cols = shape[:2]
+    if adjust is None or adjust == "original":
+        return lr * math.sqrt(max(1, rows / cols))
+    if adjust == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr
+
+
 def build_optimizers(cfg: OptimConfig, model: nn.Module, device_type: str = "cpu", sharded: bool = False):
     """A list of optimizers covering every trainable parameter exactly once (one, or two for Muon).
 
@@ -215,14 +308,15 @@ def build_optimizers(cfg: OptimConfig, model: nn.Module, device_type: str = "cpu
     hidden = [p for n, p in named if roles.get(n) == "hidden"]
     hidden_ids = {id(p) for p in hidden}
     rest_matrices = [p for p in matrices if id(p) not in hidden_ids]
+    rest = groups(rest_matrices, vectors, cfg.lr)
     optimizers: list[torch.optim.Optimizer] = [
-        torch.optim.AdamW(
-            groups(rest_matrices, vectors, cfg.lr), lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused or None
-        )
+        torch.optim.AdamW(rest, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused or None)
+        if sharded
+        else AdamW(rest, lr=cfg.lr, betas=betas, eps=cfg.eps)
     ]
     if hidden:
         optimizers.append(
-            torch.optim.Muon(
+            (torch.optim.Muon if sharded else Muon)(
                 [
                     {
                         "params": hidden,
