@@ -152,26 +152,14 @@ class AdamW(torch.optim.Optimizer):
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        saved = state_dict["param_groups"]
-        if len(saved) != len(self.param_groups) or any(
-            len(s["params"]) != len(g["params"]) for s, g in zip(saved, self.param_groups, strict=True)
-        ):
-            raise ValueError("optimizer state has a different number of parameters or groups")
-        state = state_dict["state"]
-        self.state.clear()
-        for s, group in zip(saved, self.param_groups, strict=True):
-            for key, value in s.items():
-                if key != "params":
-                    group[key] = tuple(value) if key == "betas" else value
-            for i, p in zip(s["params"], group["params"], strict=True):
-                if i in state:
-                    st = state[i]
-                    step = st["step"]
-                    self.state[p] = {
-                        "step": torch.as_tensor(step, dtype=torch.float32).to(p.device).clone(),
-                        "exp_avg": st["exp_avg"].to(p.device, p.dtype).clone(),
-                        "exp_avg_sq": st["exp_avg_sq"].to(p.device, p.dtype).clone(),
-                    }
+        def restore(st: dict, p: torch.Tensor) -> dict:
+            return {
+                "step": torch.as_tensor(st["step"], dtype=torch.float32).to(p.device).clone(),
+                "exp_avg": st["exp_avg"].to(p.device, p.dtype).clone(),
+                "exp_avg_sq": st["exp_avg_sq"].to(p.device, p.dtype).clone(),
+            }
+
+        _load_plain_state(self, state_dict, "betas", restore)
 
 
 class Muon(torch.optim.Muon):
@@ -220,21 +208,30 @@ class Muon(torch.optim.Muon):
     state_dict = AdamW.state_dict
 
     def load_state_dict(self, state_dict: dict) -> None:
-        saved = state_dict["param_groups"]
-        if len(saved) != len(self.param_groups) or any(
-            len(s["params"]) != len(g["params"]) for s, g in zip(saved, self.param_groups, strict=True)
-        ):
-            raise ValueError("optimizer state has a different number of parameters or groups")
-        state = state_dict["state"]
-        self.state.clear()
-        for s, group in zip(saved, self.param_groups, strict=True):
-            for key, value in s.items():
-                if key != "params":
-                    group[key] = tuple(value) if key == "ns_coefficients" else value
-            for i, p in zip(s["params"], group["params"], strict=True):
-                if i in state:
-                    buf = state[i]["momentum_buffer"]
-                    self.state[p] = {"momentum_buffer": buf.to(p.device, p.dtype).clone()}
+        def restore(st: dict, p: torch.Tensor) -> dict:
+            return {"momentum_buffer": st["momentum_buffer"].to(p.device, p.dtype).clone()}
+
+        _load_plain_state(self, state_dict, "ns_coefficients", restore)
+
+
+def _load_plain_state(optimizer, state_dict: dict, tuple_key: str, restore) -> None:
+    """torch's ``load_state_dict`` without its compiler import, for `AdamW` and `Muon`: the groups'
+    options back (``tuple_key``'s list as a tuple, as torch keeps it) and each parameter's state as
+    ``restore(saved_state, param)`` makes it, on the parameter's device and dtype."""
+    saved = state_dict["param_groups"]
+    if len(saved) != len(optimizer.param_groups) or any(
+        len(s["params"]) != len(g["params"]) for s, g in zip(saved, optimizer.param_groups, strict=True)
+    ):
+        raise ValueError("optimizer state has a different number of parameters or groups")
+    state = state_dict["state"]
+    optimizer.state.clear()
+    for s, group in zip(saved, optimizer.param_groups, strict=True):
+        for key, value in s.items():
+            if key != "params":
+                group[key] = tuple(value) if key == tuple_key else value
+        for i, p in zip(s["params"], group["params"], strict=True):
+            if i in state:
+                optimizer.state[p] = restore(state[i], p)
 
 
 def _newton_schulz(
