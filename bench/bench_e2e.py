@@ -46,15 +46,17 @@ WORK = ROOT / "bench" / ".work"
 STEPS = {"small": 300, "large": 40}  # long enough for ~25 steady intervals / a few at the large shape
 WARMUP_INTERVALS = 2
 
-# name -> (kind, dtype, attention); lmforge's default dtype is float32 and its default attention sdpa
+# name -> (kind, dtype, attention, lmforge overrides); lmforge's defaults: float32, attention and
+# kernels chosen by the fast-path probe, freed memory reused (train.allocator=reuse)
 CONTENDERS = {
-    "lmforge defaults": ("lmforge", "fp32", None),
-    "lmforge bf16": ("lmforge", "bf16", None),
-    "lmforge bf16 math": ("lmforge", "bf16", "math"),
-    "plain fp32 sdpa": ("plain", "fp32", "sdpa"),
-    "plain fp32 math": ("plain", "fp32", "math"),
-    "plain bf16 sdpa": ("plain", "bf16", "sdpa"),
-    "plain bf16 math": ("plain", "bf16", "math"),
+    "lmforge defaults": ("lmforge", "fp32", None, []),
+    "lmforge system malloc": ("lmforge", "fp32", None, ["train.allocator=system"]),
+    "lmforge bf16": ("lmforge", "bf16", None, []),
+    "lmforge bf16 math": ("lmforge", "bf16", "math", []),
+    "plain fp32 sdpa": ("plain", "fp32", "sdpa", []),
+    "plain fp32 math": ("plain", "fp32", "math", []),
+    "plain bf16 sdpa": ("plain", "bf16", "sdpa", []),
+    "plain bf16 math": ("plain", "bf16", "math", []),
 }
 
 
@@ -138,9 +140,10 @@ def main() -> None:
     for shape in args.shapes.split(","):
         rates: dict[str, list[float]] = {n: [] for n in contenders}
         for _ in range(args.rounds):
-            for name, (kind, dtype, attn) in contenders.items():
+            for name, (kind, dtype, attn, overrides) in contenders.items():
                 if kind == "lmforge":
-                    rate = run_lmforge(data, shape, dtype, attn, steps[shape], args.threads, extra)
+                    extra_args = extra + overrides
+                    rate = run_lmforge(data, shape, dtype, attn, steps[shape], args.threads, extra_args)
                 else:
                     rate = run_plain(data, shape, dtype, attn, steps[shape], args.threads)
                 rates[name].append(rate)

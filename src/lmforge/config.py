@@ -105,6 +105,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (falls back to eager if compilation fails)
     threads: int = 0  # CPU threads for torch; 0 = physical cores
     fast_paths: str = "auto"  # auto (probed per CPU, cached: models/fastpaths.py) | off (plain ATen ops)
+    allocator: str = "reuse"  # reuse (glibc keeps freed memory for the next step: hardware.py) | system
     parallel: str = "ddp"  # with several processes: ddp (replicated model) | fsdp (FSDP2, sharded)
     tensorboard: bool = False  # also log metrics to RUN_DIR/tb/ for TensorBoard (the tune extra)
 
@@ -126,6 +127,8 @@ class TrainConfig:
             raise UserError(f"train.dtype '{self.dtype}' is not one of float32, bfloat16")
         if self.fast_paths not in ("auto", "off"):
             raise UserError(f"train.fast_paths '{self.fast_paths}' is not one of auto, off")
+        if self.allocator not in ("reuse", "system"):
+            raise UserError(f"train.allocator '{self.allocator}' is not one of reuse, system")
         if self.max_steps > 10_000_000:
             raise UserError(f"train.max_steps ({self.max_steps}) is absurdly large; pass a smaller value")
 

@@ -11,7 +11,9 @@ which is what a perfect implementation of our model could at best reach through 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import platform
 import time
 
 import torch
@@ -84,6 +86,32 @@ def setup_threads(threads: int) -> int:
     count = threads or physical_cores()
     torch.set_num_threads(count)
     return count
+
+
+# glibc's mallopt() parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_KEEP_FREED_BYTES = 2**31 - 1  # mallopt takes an int: keep up to 2 GiB of freed memory for reuse
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for the next allocation instead of giving it back.
+
+    By default glibc serves every block over ~128 KB-32 MB with its own mmap() and returns it to the
+    kernel when freed, so a training step that allocates the same activations every time takes a page
+    fault for each 4 KB page of each of them, every step: on the Intel Xeon of BENCHMARKS.md that was
+    ~37,000 faults and 13% of the CPU time of a demo-preset step ("The allocator"). With mmap off and
+    the heap's top kept, freed blocks are reused; peak memory is what the run needs at once, plus
+    fragmentation (tens of MB). The effect is the OS's, not the CPU's: right on every glibc machine.
+    Returns False (and changes nothing) where the C library is not glibc (macOS, musl).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 def autocast(device: torch.device, dtype: str):

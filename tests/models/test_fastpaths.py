@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 
 import pytest
 import torch
@@ -285,9 +286,14 @@ def test_train_logs_the_choice_and_run_json_records_it(char_data, tmp_path, capl
     record = json.loads((out / "run.json").read_text())["fast_paths"]
     assert set(record["choices"]) == {"rms_norm", "attention"}  # the default model: modern, SwiGLU
     assert record["cpu"] == hardware.cpu_model()
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert record["allocator"] == ("reuse" if glibc else "system")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("allocator:")]
+    assert len(said) == glibc
     caplog.clear()
+    off = ["train.fast_paths=off", "train.allocator=system"]
     with caplog.at_level(logging.INFO):
-        assert main([*args[:4], str(tmp_path / "off"), *args[5:], "train.fast_paths=off"]) == 0
+        assert main([*args[:4], str(tmp_path / "off"), *args[5:], *off]) == 0
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fast paths:")]
     assert lines == ["fast paths: rms_norm aten (off), attention sdpa (off)"]
 

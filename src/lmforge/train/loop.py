@@ -112,9 +112,12 @@ def train(
         pin = dist.broadcast_object(paths.pin() if main else None, dinfo)
         paths = paths or fastpaths.setup(config.model, tcfg, device, write=False, pinned=pin)
     env["fast_paths"] = paths.pin()  # a resume here runs the same kernels, so it stays bit-exact
+    reuse = device.type == "cpu" and tcfg.allocator == "reuse" and hardware.reuse_freed_memory()
     say_once(paths.line())
+    if reuse:
+        say_once("allocator: freed memory kept for reuse (train.allocator=system: the C library's own)")
     if main:
-        run_folder.record_fast_paths(run_dir, paths.record())
+        run_folder.record_fast_paths(run_dir, {**paths.record(), "allocator": "reuse" if reuse else "system"})
     engine = build_engine(config, data, device, dinfo, checkpoint, init_from)
     if checkpoint is not None:
         if main:
