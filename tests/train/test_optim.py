@@ -139,3 +139,18 @@ def test_muon_on_the_cpu_orthogonalises_in_float32_close_to_torchs_bfloat16():
     assert max(moved) > 0  # not torch's bf16 arithmetic ...
     for w, c in zip(weights, copies, strict=True):
         torch.testing.assert_close(w, c, rtol=0, atol=2e-3)  # ... but the same update to bf16's precision
+
+
+def test_muon_orthogonalises_same_shaped_matrices_together_as_it_would_one_by_one():
+    from lmforge.train.optim import _newton_schulz
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(8, 24), (24, 8), (8, 24), (8, 8), (16, 8), (8, 8)]  # two batches (one transposed), a single
+    updates = [torch.randn(s, generator=g) for s in shapes]
+    opt = Muon([torch.nn.Parameter(torch.zeros(1, 1))], lr=0.02)
+    coefficients, steps, eps = (3.4445, -4.7750, 2.0315), 5, 1e-7
+    together = opt._orthogonalised(updates, coefficients, steps, eps)
+    for u, t in zip(updates, together, strict=True):
+        alone = _newton_schulz(u, coefficients, steps, eps, torch.float32)
+        assert t.shape == u.shape
+        torch.testing.assert_close(t, alone, rtol=1e-5, atol=1e-5)

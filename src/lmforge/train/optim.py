@@ -187,21 +187,43 @@ class Muon(torch.optim.Muon):
                 closure()
         for group in self.param_groups:
             lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            params = [p for p in group["params"] if p.grad is not None]
+            updates = []
+            for p in params:
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                dtype = self.ns_dtype or (torch.float32 if p.device.type == "cpu" else torch.bfloat16)
-                update = _newton_schulz(
-                    update, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype
-                )
+                updates.append(p.grad.lerp(buf, momentum) if group["nesterov"] else buf)
+            ns = (group["ns_coefficients"], group["ns_steps"], group["eps"])
+            for p, update in zip(params, self._orthogonalised(updates, *ns), strict=True):
                 p.mul_(1 - lr * wd)
                 p.add_(update, alpha=-_muon_lr(lr, group["adjust_lr_fn"], p.shape))
+
+    def _orthogonalised(self, updates: list[torch.Tensor], coefficients, steps: int, eps: float) -> list:
+        """Each update through Newton-Schulz. On the CPU's float32 path, matrices of one shape (a
+        model's blocks repeat theirs) go through it together as one batch: the same arithmetic in
+        fewer, larger calls -- about half the time at 3 or 6 blocks of width 64 on 2 cores."""
+        out: list = [None] * len(updates)
+        batches: dict[tuple, list[int]] = {}
+        for i, u in enumerate(updates):
+            dtype = self.ns_dtype or (torch.float32 if u.device.type == "cpu" else torch.bfloat16)
+            if dtype != torch.float32 or u.device.type != "cpu":
+                out[i] = _newton_schulz(u, coefficients, steps, eps, dtype)
+            else:  # oriented (rows <= cols), as _newton_schulz would orient it
+                batches.setdefault((min(u.shape), max(u.shape)), []).append(i)
+        for members in batches.values():
+            if len(members) == 1:
+                i = members[0]
+                out[i] = _newton_schulz(updates[i], coefficients, steps, eps, torch.float32)
+                continue
+            tall = [updates[i].size(0) > updates[i].size(1) for i in members]
+            oriented = [updates[i].T if t else updates[i] for i, t in zip(members, tall, strict=True)]
+            done = _newton_schulz(torch.stack(oriented), coefficients, steps, eps, torch.float32)
+            for j, (i, t) in enumerate(zip(members, tall, strict=True)):
+                out[i] = done[j].T if t else done[j]
+        return out
 
     add_param_group = AdamW.add_param_group
     zero_grad = AdamW.zero_grad
@@ -238,9 +260,16 @@ def _newton_schulz(
     grad: torch.Tensor, coefficients, steps: int, eps: float, dtype: torch.dtype
 ) -> torch.Tensor:
     """torch.optim's quintic Newton-Schulz orthogonalisation (``_zeropower_via_newtonschulz``, Keller
-    Jordan's), with the working dtype as an argument; in bfloat16 it is torch's, op for op."""
+    Jordan's), with the working dtype as an argument; in bfloat16 it is torch's, op for op. ``grad``
+    is one matrix, or a batch (n, rows, cols) with rows <= cols, each orthogonalised on its own."""
     a, b, c = coefficients
     x = grad.to(dtype)
+    if x.dim() == 3:
+        x = x.div(x.norm(dim=(1, 2), keepdim=True).clamp(min=eps))
+        for _ in range(steps):
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x
     wide = grad.size(0) > grad.size(1)
     if wide:
         x = x.T  # (min, max): the Gram matrix below is the small one
