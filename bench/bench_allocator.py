@@ -19,16 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_speedrun import run_lmforge  # noqa: E402
 from lmforge.hardware import cpu_description  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
@@ -45,34 +46,17 @@ WORKLOADS = {  # name -> (data folder, prepare arguments, preset, default steps)
 }
 
 
-def run(args: list[str]) -> tuple[str, resource.struct_rusage]:
-    """`python -m lmforge ARGS`: its stdout and its resource usage (os.wait4)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lmforge", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"lmforge {' '.join(args)} failed")
-    return out, usage
-
-
 def prepare(folder: str, prepare_args: list[str]) -> Path:
     data = WORK / folder
     if not (data / "shards" / "manifest.json").is_file():
-        run(["data", "prepare", *prepare_args, "--out", str(data), "--json"])
+        run_lmforge(["data", "prepare", *prepare_args, "--out", str(data), "--json"])
     return data
 
 
 def one_run(data: Path, preset: str, steps: int, setting: str) -> dict:
     run_dir = WORK / "allocator-run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    out, usage = run(
+    _, out, usage = run_lmforge(
         ["train", "--data", str(data), "--out", str(run_dir), "--config", preset, "--no-progress", "--json",
          f"train.max_steps={steps}", "train.eval_every=100000", "train.ckpt_every=100000",
          f"train.allocator={setting}"]

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -138,8 +139,8 @@ def parse_rounds(log: str) -> dict[str, dict[str, list]]:
     return runs
 
 
-def lmforge(args: list[str]) -> tuple[float, int, str]:
-    """Run `python -m lmforge ARGS`; (wall seconds, peak RSS in MB, stdout)."""
+def run_lmforge(args: list[str]) -> tuple[float, str, resource.struct_rusage]:
+    """Run `python -m lmforge ARGS` from the checkout; (wall seconds, stdout, its resource usage)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "lmforge", *args],
@@ -147,13 +148,20 @@ def lmforge(args: list[str]) -> tuple[float, int, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"lmforge {' '.join(args)} failed with exit {proc.returncode}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"lmforge {' '.join(args)} failed with exit {code}")
+    return wall, out, usage
+
+
+def lmforge(args: list[str]) -> tuple[float, int, str]:
+    """Run `python -m lmforge ARGS`; (wall seconds, peak RSS in MB, stdout)."""
+    wall, out, usage = run_lmforge(args)
     return wall, usage.ru_maxrss // 1024, out
 
 
