@@ -23,6 +23,7 @@ def main() -> None:
         ["bench_e2e.py", *rounds],
         ["bench_loop_overhead.py"],
         ["bench_allocator.py", *rounds],
+        ["bench_exit.py", *rounds],
         ["bench_muon.py", "--threads", "2", "--blocks", "3"],
         ["profile_step.py"],
         ["bench_generate.py", "--shapes", "demo,large", *(rounds if quick else ["--write"])],

@@ -99,8 +99,9 @@ def reuse_freed_memory() -> bool:
 
     By default glibc serves every block over ~128 KB-32 MB with its own mmap() and returns it to the
     kernel when freed, so a training step that allocates the same activations every time takes a page
-    fault for each 4 KB page of each of them, every step: on the Intel Xeon of BENCHMARKS.md that was
-    ~37,000 faults and 13% of the CPU time of a demo-preset step ("The allocator"). With mmap off and
+    fault for each 4 KB page of each of them, every step: 1.78 M faults and 5.6 s of system CPU time in
+    a 40-step demo-preset run on the Intel Xeon of BENCHMARKS.md, 0.17 M and 1.1 s with this ("The
+    allocator and the exit", bench/bench_allocator.py: 1.16x the training speed). With mmap off and
     the heap's top kept, freed blocks are reused; peak memory is what the run needs at once, plus
     fragmentation (tens of MB). The effect is the OS's, not the CPU's: right on every glibc machine.
     Returns False (and changes nothing) where the C library is not glibc (macOS, musl).

@@ -81,10 +81,11 @@ def entry() -> None:
     """The console script and `python -m lmforge`: `main()`, then a quick exit.
 
     Once a verb has returned, everything it wrote is on disk (lmforge writes through closed or
-    unbuffered files), yet a plain interpreter exit then spends ~0.7 s tearing torch's modules and
-    C++ state down on a 2-core CPU -- 5% of the Tiny Shakespeare speedrun. So the atexit handlers run
-    (logging, temporary folders), the standard streams are flushed, and the process ends there. A bug's
-    traceback takes the ordinary way out.
+    unbuffered files), yet a plain interpreter exit then spends a second or so tearing torch's modules
+    and C++ state down on a 2-core CPU (1.17 s per `lmforge eval`: bench/bench_exit.py, BENCHMARKS.md
+    "The allocator and the exit"). So the atexit handlers run (logging, temporary folders), the
+    standard streams are flushed, and the process ends there. A bug's traceback takes the ordinary way
+    out.
     """
     try:
         code = main()
