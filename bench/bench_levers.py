@@ -8,6 +8,7 @@ training seconds are the run's own and do move with the load; compare them only 
 invocation. Rows run one at a time, in the order listed.
 
     python bench/bench_levers.py --group speedrun [--rows muon,muon-lr] [--threads 1] [--data DIR]
+    python bench/bench_levers.py --group speedrun-fp32 --threads 2   # the float32 preset's table
 
 Prints the CPU, the load and a Markdown table; adds its rows to bench/.work/levers.json (a row run
 again replaces its old figure), so the groups can be run in pieces and printed together with
@@ -76,6 +77,40 @@ GROUPS: dict[str, list[tuple[str, str, str, list[str]]]] = {
         ),
         ("preset", "the preset as shipped", SPEEDRUN, []),
     ],
+    # The float32 preset (420 steps) and what was tried around it to reach 1/10 of the recipe's time.
+    "speedrun-fp32": [
+        (f"fp32-{n}", f"{n} steps", SPEEDRUN, [f"train.max_steps={n}"]) for n in (450, 420, 400)
+    ]
+    + [
+        (f"fp32-400-{name}", what, SPEEDRUN, ["train.max_steps=400", *more])
+        for name, what, more in (
+            ("muon-0.02", "400 steps, Muon 0.02", ["optim.muon_lr=0.02"]),
+            ("muon-0.012", "400 steps, Muon 0.012", ["optim.muon_lr=0.012"]),
+            ("adamw-0.01", "400 steps, AdamW part 1e-2", ["optim.lr=0.01"]),
+            ("warmup-10", "400 steps, 10 warm-up steps", ["schedule.warmup_steps=10"]),
+            ("warmdown-0.7", "400 steps, warm-down 70%", ["schedule.warmdown_frac=0.7"]),
+            ("no-decay", "400 steps, no weight decay", ["optim.weight_decay=0"]),
+        )
+    ]
+    + [
+        ("fp32-b48-300", "batch 48, 300 steps", SPEEDRUN, ["train.batch_size=48", "train.max_steps=300"]),
+        ("fp32-b24-500", "batch 24, 500 steps", SPEEDRUN, ["train.batch_size=24", "train.max_steps=500"]),
+        ("fp32-1-head", "one head, 450 steps", SPEEDRUN, ["model.n_head=1", "train.max_steps=450"]),
+        (
+            "fp32-no-qk-norm",
+            "no QK-norm, 450 steps",
+            SPEEDRUN,
+            ["model.qk_norm=false", "train.max_steps=450"],
+        ),
+        ("fp32-420-1-thread", "the preset on 1 thread", SPEEDRUN, ["train.threads=1"]),
+        ("fp32-420-plain-aten", "the preset, fast paths off", SPEEDRUN, ["train.fast_paths=off"]),
+        (
+            "bf16-450",
+            "bf16 autocast, 450 steps (the preset before)",
+            SPEEDRUN,
+            ["train.dtype=bfloat16", "train.max_steps=450"],
+        ),
+    ],
     # The README's figure for the shakespeare-char preset (nanoGPT's recipe on the modern block); the
     # GPT-2-block recipe itself is bench_speedrun.py's nanogpt-recipe contender.
     "presets": [
@@ -105,7 +140,8 @@ def run_row(data: Path, preset: str, overrides: list[str], threads: int) -> dict
     run_dir = WORK / "lever-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = ["train", "--data", str(data), "--out", str(run_dir), "--no-progress", "--json", "--config", preset]
-    cmd += [*overrides, f"train.threads={threads}", "train.eval_tokens=1000000"]  # the whole split
+    # --threads first, so that a row can pin its own thread count
+    cmd += [f"train.threads={threads}", *overrides, "train.eval_tokens=1000000"]  # the whole split
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "lmforge", *cmd], cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
