@@ -101,7 +101,8 @@ class TrainConfig:
     keep_last: int = 2  # checkpoints kept besides the best one
     log_every: int = 10  # steps between lines in metrics.jsonl
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # float32 | bfloat16 (autocast; weights, optimizer and loss stay float32)
+    dtype: str = "auto"  # auto (bfloat16 where a probe finds it faster: train/precision.py) | float32 |
+    #   bfloat16 (autocast; weights, optimizer and loss stay float32)
     compile: bool = False  # torch.compile the model (falls back to eager if compilation fails)
     threads: int = 0  # CPU threads for torch; 0 = physical cores
     fast_paths: str = "auto"  # auto (probed per CPU, cached: models/fastpaths.py) | off (plain ATen ops)
@@ -123,8 +124,8 @@ class TrainConfig:
             raise UserError(f"train.device '{self.device}' is not one of auto, cpu, cuda")
         if self.parallel not in ("ddp", "fsdp"):
             raise UserError(f"train.parallel '{self.parallel}' is not one of ddp, fsdp")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise UserError(f"train.dtype '{self.dtype}' is not one of float32, bfloat16")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise UserError(f"train.dtype '{self.dtype}' is not one of auto, float32, bfloat16")
         if self.fast_paths not in ("auto", "off"):
             raise UserError(f"train.fast_paths '{self.fast_paths}' is not one of auto, off")
         if self.allocator not in ("reuse", "system"):

@@ -119,6 +119,8 @@ def autocast(device: torch.device, dtype: str):
     """bf16 autocast for matmuls (weights, optimizer state and loss stay float32), or nothing."""
     if dtype == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if dtype != "float32":  # "auto" is resolved before a model runs (train/precision.py)
+        raise ValueError(f"autocast needs float32 or bfloat16, not {dtype!r}")
     return contextlib.nullcontext()
 
 

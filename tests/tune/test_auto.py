@@ -90,6 +90,15 @@ def test_fixed_knobs_hold_for_every_candidate():
     assert knobs == ["train.threads"]  # attention is models/fastpaths.py's (attn_impl="auto")
 
 
+def test_narrow_candidates_train_in_float32_whatever_the_mid_shape_chose():
+    bf16 = {"train.threads": 2, "train.dtype": "bfloat16"}
+    narrow, wide = {"model.n_embd": 64}, {"model.n_embd": 128}
+    assert auto._path_for(narrow, bf16, {}) == {"train.threads": 2, "train.dtype": "float32"}
+    assert auto._path_for(wide, bf16, {}) == bf16
+    assert auto._path_for(wide, bf16, {"model.n_embd": 64})["train.dtype"] == "float32"  # a fixed width
+    assert auto._path_for(narrow, {"train.threads": 2}, {"train.dtype": "bfloat16"}) == {"train.threads": 2}
+
+
 def test_the_shipped_fits_load():
     for kind in ("char", "bpe", "unknown"):
         fit, name = auto_rule.load_fit(kind)

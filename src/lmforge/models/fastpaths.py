@@ -178,7 +178,7 @@ def choose(
         else:
             key = cache_key(op, shape)
             hit = entries.get(key)
-            if isinstance(hit, dict) and hit.get("path") in (PLAIN[op], OURS[op]) and not _stale(hit, load):
+            if isinstance(hit, dict) and hit.get("path") in (PLAIN[op], OURS[op]) and not stale(hit, load):
                 verdicts.append(
                     Verdict(op, hit["path"], "cache", hit.get("ours_ms", []), hit.get("aten_ms", []))
                 )
@@ -200,7 +200,7 @@ def machine_load() -> float:
         return 0.0
 
 
-def _stale(entry: dict, load: float) -> bool:
+def stale(entry: dict, load: float) -> bool:
     """A verdict taken on a busy machine, now that it is quiet: worth measuring again. The two
     thresholds lie far apart, so two runs a minute apart do not choose differently (the load
     average moves slowly)."""

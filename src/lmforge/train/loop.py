@@ -32,7 +32,7 @@ from lmforge.config import RunConfig
 from lmforge.dist import DistInfo
 from lmforge.errors import UserError
 from lmforge.models import fastpaths
-from lmforge.train import guard, sharding
+from lmforge.train import guard, precision, sharding
 from lmforge.train import resume as run_folder
 from lmforge.train.budget import Clock, TimeBudget, first_reserve, probe_step_seconds
 from lmforge.train.data import TrainData, open_data
@@ -102,6 +102,10 @@ def train(
             f"model.vocab_size {config.model.vocab_size} != tokenizer vocab {data.tokenizer.vocab_size}"
         )
 
+    # --- the precision (train.dtype=auto becomes float32 or bfloat16), before config.json is written ---
+    config, precision_choice = precision.resolve(config, data, device, dinfo, run_dir, resume)
+    tcfg = config.train
+
     # --- the run folder, the state it continues from, and what exactness depends on ---
     checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main, run_notes)
     state = TrainState.from_meta(checkpoint.meta) if checkpoint else TrainState(max_steps=tcfg.max_steps)
@@ -113,11 +117,14 @@ def train(
         paths = paths or fastpaths.setup(config.model, tcfg, device, write=False, pinned=pin)
     env["fast_paths"] = paths.pin()  # a resume here runs the same kernels, so it stays bit-exact
     reuse = device.type == "cpu" and tcfg.allocator == "reuse" and hardware.reuse_freed_memory()
+    say_once(precision_choice.line())
     say_once(paths.line())
     if reuse:
         say_once("allocator: freed memory kept for reuse (train.allocator=system: the C library's own)")
     if main:
-        run_folder.record_fast_paths(run_dir, {**paths.record(), "allocator": "reuse" if reuse else "system"})
+        allocator = "reuse" if reuse else "system"
+        record = {**paths.record(), "allocator": allocator, "precision": precision_choice.record()}
+        run_folder.record_fast_paths(run_dir, record)
     engine = build_engine(config, data, device, dinfo, checkpoint, init_from)
     if checkpoint is not None:
         if main:

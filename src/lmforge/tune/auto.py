@@ -167,6 +167,8 @@ def plan(
     from lmforge.train.data import open_data
 
     fit, fit_name = load_fit(tokenizer_kind)
+    if fixed.get("train.dtype") == "auto":  # the precision is one of the knobs --auto times
+        fixed = {k: v for k, v in fixed.items() if k != "train.dtype"}
 
     def config_of(updates: dict):
         tree = json.loads(json.dumps(base_tree))  # a deep copy
@@ -215,9 +217,10 @@ def plan(
 
     measured = []
     for name, updates in shapes:
-        config = config_of({**updates, **chosen_path})
+        path = _path_for(updates, chosen_path, fixed)
+        config = config_of({**updates, **path})
         speed, n_params = measure_speed(config, data, device, slice_s)
-        measured.append(Measured(name, {**updates, **chosen_path}, n_params, speed))
+        measured.append(Measured(name, {**updates, **path}, n_params, speed))
         logger.info(f"auto: {name}: {n_params:,} parameters, {speed / 1e3:.1f}k tok/s")
         step_tokens = config.train.batch_size * config.model.seq_len
         if speed * (budget - elapsed() - MARGIN_SECONDS) / step_tokens < 100:
@@ -256,7 +259,7 @@ def plan(
         )
     kept = [k for k in (*KNOBS, *FAST_PATH_KNOBS) if k in fixed]
     logger.info(
-        f"auto: chose {best.measured.name} ({_path_name(chosen_path) or 'given precision'}), lr "
+        f"auto: chose {best.measured.name} ({_path_name(updates) or 'given precision'}), lr "
         f"{updates.get('optim.lr', fixed.get('optim.lr'))}: predicted val loss {best.predicted_loss:.4f} "
         f"after {best.tokens / 1e6:.2f}M tokens in {available:.0f}s; left to --auto: "
         f"{', '.join(left_to_auto) or 'nothing'}" + (f"; given: {', '.join(kept)}" if kept else "")
@@ -320,6 +323,18 @@ def _fast_path_options(fixed: dict, device: str, cores: int) -> list[tuple[str, 
         options.append(("train.threads", [cores, 1]))
     options.append(("train.dtype", ["float32", "bfloat16"]))  # attention: models/fastpaths.py
     return [(knob, values) for knob, values in options if knob not in fixed]
+
+
+def _path_for(updates: dict, chosen_path: dict, fixed: dict) -> dict:
+    """The fast paths a candidate is measured and trained with: those timed on the mid-sized shape,
+    except that a candidate narrower than train.dtype=auto's probe width trains in float32, as auto
+    would train it (at width 64 bf16 autocast is no faster: train/precision.py)."""
+    from lmforge.train.precision import PROBE_MIN_WIDTH
+
+    width = int(fixed.get("model.n_embd", updates.get("model.n_embd", PROBE_MIN_WIDTH)))
+    if "train.dtype" in chosen_path and "train.dtype" not in fixed and width < PROBE_MIN_WIDTH:
+        return {**chosen_path, "train.dtype": "float32"}
+    return chosen_path
 
 
 def _path_name(path: dict) -> str:
