@@ -44,7 +44,8 @@ FAST_PATH = {"train.dtype": "bfloat16", "model.attn_impl": "math"}  # the loss b
 # ladder is shorter: its 4096-row head makes every step several times dearer than with characters.
 POINTS = {
     "char": [
-        (0, 500_000), (0, 1_000_000), (0, 2_000_000),
+        (0, 500_000), (0, 1_000_000), (0, 2_000_000), (0, 4_000_000),
+        (1, 1_000_000), (1, 2_000_000), (1, 4_000_000),
         (2, 250_000), (2, 500_000), (2, 1_000_000),
         (4, 250_000), (4, 500_000),
         (5, 250_000),
@@ -57,12 +58,17 @@ POINTS = {
 }  # fmt: skip
 
 
-def run_point(data_dir: Path, work: Path, index: int, tokens: int) -> dict:
+def run_point(data_dir: Path, work: Path, index: int, tokens: int, stored: list[dict]) -> dict:
+    """One ladder point: run here, or taken from the stored ladder (`stored`: the JSON's points of
+    this corpus) when it holds this shape at this token count -- a longer ladder runs only what is new."""
     from lmforge.config import apply_updates, build_run_config
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.train.loop import train
 
     shape = CANDIDATES[index]
+    for point in stored:  # D is what the run trained: max_tokens rounded down to whole steps
+        if point["shape"] == shape.name and tokens * 0.95 <= point["D"] <= tokens:
+            return point
     run_dir = work / f"{shape.name.replace(' ', '_')}_{tokens}"
     cached = run_dir / "point.json"
     if cached.is_file():
@@ -139,7 +145,8 @@ def main(argv=None) -> int:
                 continue
             points = []
             for index, tokens in POINTS[kind]:
-                point = run_point(data_dir, args.work / kind, index, tokens)
+                stored_points = ladders.get(kind, {}).get("points", [])
+                point = run_point(data_dir, args.work / kind, index, tokens, stored_points)
                 speed = f"{point['seconds']}s, {point['tokens_per_second']:,.0f} tok/s"
                 print(f"{kind} {point['shape']:<22} D {point['D']:>10,}: loss {point['loss']:.4f} ({speed})")
                 points.append(point)

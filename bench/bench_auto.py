@@ -6,7 +6,8 @@ budget S (default 60 s, 5 min, 20 min) it runs, one process at a time:
 - `lmforge train --auto --time-budget S`: the whole command -- start-up and --auto's measuring
   included -- is timed from its start to its exit;
 - every grid point: the presets' shapes and the shapes between them (tune/auto.py `CANDIDATES`,
-  with --auto's recipe, learning-rate rule and the fast path --auto measured in the same budget),
+  with --auto's recipe, learning-rate rule, the threads and attention --auto measured in the same
+  budget, and the precision `train.dtype=auto` gives that shape),
   each `lmforge train --time-budget S` -- the loop's budget, so start-up is not counted against the
   grid: the comparison is generous to the grid;
 - the default presets as they ship (`demo`, `gpt-small`), same budget;
@@ -94,8 +95,9 @@ def bench(work: Path, corpora: list[str], budgets: list[float], grid: int, char_
         for budget in budgets:
             tag = f"{corpus}_{budget:g}s"
             auto = train(data, work / "runs" / tag / "auto", budget, ["--auto"])
-            fast = {k: auto["auto"][k] for k in ("train.dtype", "model.attn_impl", "train.threads")
-                    if k in auto["auto"]}  # fmt: skip
+            # the attention and threads --auto measured; the precision is each point's own
+            # train.dtype=auto (bf16 only where it pays for that shape), as a user's run would get
+            fast = {k: auto["auto"][k] for k in ("model.attn_impl", "train.threads") if k in auto["auto"]}
             points = {}
             for shape in CANDIDATES[:grid]:
                 keys = {**RECIPE, **shape.updates(), **fast}

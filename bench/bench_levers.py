@@ -163,6 +163,20 @@ GROUPS: dict[str, list[tuple[str, str, str, list[str]]]] = {
             ["train.batch_size=48", f"train.max_steps={n}", "schedule.warmup_steps=10", "train.threads=1"],
         )
         for n in (280, 300)
+    ]
+    + [
+        (
+            f"b48-{n}-warmup-10-bf16",
+            f"batch 48, {n} steps, 10 warm-up steps, bf16 autocast",
+            SPEEDRUN,
+            [
+                "train.batch_size=48",
+                f"train.max_steps={n}",
+                "schedule.warmup_steps=10",
+                "train.dtype=bfloat16",
+            ],
+        )
+        for n in (260, 280)
     ],
     # The README's figure for the shakespeare-char preset (nanoGPT's recipe on the modern block); the
     # GPT-2-block recipe itself is bench_speedrun.py's nanogpt-recipe contender.

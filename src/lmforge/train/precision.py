@@ -1,9 +1,10 @@
 """`train.dtype=auto` (the default): float32, or bfloat16 autocast where it trains this model faster here.
 
 Whether bf16 pays depends on the CPU and on the model: on a Xeon with AMX bf16 matmuls run ~6x
-float32 and a 4 x 128 GPT trains ~1.4x faster under bf16 autocast, while at width 64 the casts eat
-the gain (BENCHMARKS.md, "Whole processes" and the speedrun levers); on a CPU without bf16 units
-autocast emulates it and is slower. So nothing is assumed. Before a fresh run, `resolve`:
+float32 and a 4 x 192 GPT trains 1.54x faster under bf16 autocast, a 1 x 64 one 1.09x and a 2 x 32
+one 0.93x: in a small model the casts eat the gain (BENCHMARKS.md, "Precision",
+bench/bench_precision.py); on a CPU without bf16 units autocast emulates it and is slower. So
+nothing is assumed. Before a fresh run, `resolve`:
 
 - keeps a dtype the config names (float32 | bfloat16), and a resumed run's own;
 - on CUDA takes bfloat16 where the GPU supports it;
@@ -38,7 +39,7 @@ from lmforge.models import fastpaths, layers
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16")
-PROBE_MIN_WIDTH = 128  # narrower GPTs train in float32 unprobed: at width 64 bf16 gained nothing
+PROBE_MIN_WIDTH = 64  # narrower GPTs train in float32 unprobed: at width 32 bf16 was 0.93x float32
 GAIN = 1.10  # bfloat16 must train at least this much faster than float32 to be chosen
 SLICE_SECONDS = 0.3  # each dtype's timed slice per round (at least one step)
 ROUNDS = 2  # alternating rounds; each dtype's best counts (other processes only ever slow a round)
@@ -93,15 +94,9 @@ def choose(
     config: RunConfig, data, device: torch.device, write: bool = True, cache: Path | None = None
 ) -> Precision:
     """The dtype for a fresh run of `config` on this machine (module docstring)."""
-    if device.type == "cuda":
-        return Precision("bfloat16" if torch.cuda.is_bf16_supported() else "float32", "device")
-    model = config.model
-    if getattr(model, "family", "") != "gpt":
-        return Precision("float32", "family")
-    if model.n_embd < PROBE_MIN_WIDTH:
-        return Precision("float32", "narrow")
-    if not {"avx512_bf16", "amx_bf16"} & set(hardware.cpu_flags()):
-        return Precision("float32", "no bf16")
+    ruled = without_timing(config, device)
+    if ruled is not None:
+        return ruled
     cache = fastpaths.cache_file(os.environ) if cache is None else cache
     key = cache_key(config)
     entries = fastpaths.read_cache(cache)
@@ -118,6 +113,20 @@ def choose(
         entry = {"dtype": dtype, "tok_per_s": choice.tok_per_s, "when": time.time(), "load": round(load, 2)}
         fastpaths.write_cache(cache, {**entries, key: entry})
     return choice
+
+
+def without_timing(config: RunConfig, device: torch.device) -> Precision | None:
+    """The choice where nothing needs timing (GPU, other families, narrow models, no bf16 units)."""
+    if device.type == "cuda":
+        return Precision("bfloat16" if torch.cuda.is_bf16_supported() else "float32", "device")
+    model = config.model
+    if getattr(model, "family", "") != "gpt":
+        return Precision("float32", "family")
+    if model.n_embd < PROBE_MIN_WIDTH:
+        return Precision("float32", "narrow")
+    if not {"avx512_bf16", "amx_bf16"} & set(hardware.cpu_flags()):
+        return Precision("float32", "no bf16")
+    return None
 
 
 def probe(config: RunConfig, data, device: torch.device) -> dict[str, float]:

@@ -328,7 +328,7 @@ def _fast_path_options(fixed: dict, device: str, cores: int) -> list[tuple[str, 
 def _path_for(updates: dict, chosen_path: dict, fixed: dict) -> dict:
     """The fast paths a candidate is measured and trained with: those timed on the mid-sized shape,
     except that a candidate narrower than train.dtype=auto's probe width trains in float32, as auto
-    would train it (at width 64 bf16 autocast is no faster: train/precision.py)."""
+    would train it (train/precision.py)."""
     from lmforge.train.precision import PROBE_MIN_WIDTH
 
     width = int(fixed.get("model.n_embd", updates.get("model.n_embd", PROBE_MIN_WIDTH)))
