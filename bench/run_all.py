@@ -26,6 +26,15 @@ def main() -> None:
         ["bench_exit.py", *rounds],
         ["bench_muon.py", "--threads", "2", "--blocks", "3"],
         ["profile_step.py"],
+        ["bench_precision.py", *(["--repeats", "1"] if quick else [])],
+        [
+            "step_time.py",
+            "shakespeare-char-speedrun",
+            "b32=train.batch_size=32 train.dtype=float32",
+            "b48=train.batch_size=48 train.dtype=float32",
+            "b48-bf16=train.batch_size=48 train.dtype=bfloat16",
+            *(["--rounds", "2"] if quick else []),
+        ],
         ["bench_generate.py", "--shapes", "demo,large", *(rounds if quick else ["--write"])],
         ["bench_speedrun.py", *rounds],
     ]
