@@ -24,6 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_precision import data_for  # noqa: E402
 from lmforge import hardware  # noqa: E402
 from lmforge.config import load_config  # noqa: E402
 from lmforge.dist import DistInfo  # noqa: E402
@@ -32,8 +35,6 @@ from lmforge.presets import path as preset_path  # noqa: E402
 from lmforge.train.data import open_data  # noqa: E402
 from lmforge.train.engine import apply_update, build_engine, train_step  # noqa: E402
 
-WORK = ROOT / "bench" / ".work"
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,7 +42,7 @@ def main() -> None:
     ap.add_argument(
         "contenders", nargs="+", help='NAME=key=value[ key=value ...], e.g. "b48=train.batch_size=48"'
     )
-    ap.add_argument("--data", default=str(WORK / "tsc"), help="a prepared data folder (bench_levers.py's)")
+    ap.add_argument("--data", default="", help="a data folder (default: the preset's, made if missing)")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=0, help="0 = physical cores")
@@ -50,7 +51,7 @@ def main() -> None:
 
     hardware.setup_threads(args.threads)
     hardware.reuse_freed_memory()
-    data = open_data(Path(args.data), {})
+    data = open_data(Path(args.data) if args.data else data_for(args.preset), {})
     print(f"CPU: {hardware.cpu_description()}; {torch.get_num_threads()} threads; torch {torch.__version__}")
     runs = []
     for spec in args.contenders:
