@@ -100,6 +100,13 @@ def test_narrow_candidates_train_in_float32_whatever_the_mid_shape_chose():
     assert auto._path_for(narrow, {"train.threads": 2}, {"train.dtype": "bfloat16"}) == {"train.threads": 2}
 
 
+def test_a_knob_leaves_its_default_only_for_a_clear_gain():
+    threads = [2, 1]
+    assert auto._faster(threads, {2: 20_000.0, 1: 21_000.0}) == 2  # within the noise: the default
+    assert auto._faster(threads, {2: 20_000.0, 1: 23_000.0}) == 1
+    assert auto._faster(["float32", "bfloat16"], {"float32": 9_000.0, "bfloat16": 8_000.0}) == "float32"
+
+
 def test_the_shipped_fits_load():
     for kind in ("char", "bpe", "unknown"):
         fit, name = auto_rule.load_fit(kind)

@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 # The knobs --auto chooses: any one given explicitly (key=value, or the preset) is kept as given.
 KNOBS = ("model.n_layer", "model.n_embd", "model.n_head", "model.seq_len", "train.batch_size", "optim.lr")
 FAST_PATH_KNOBS = ("train.threads", "train.dtype", "model.attn_impl")
+KNOB_GAIN = 1.10  # another value of a fast-path knob must beat the default by this much (the precision
+#   probe's rule, train/precision.py GAIN)
 
 # What every --auto run shares (the recipe of the presets' sweeps): a modern GPT that exports to
 # Hugging Face (SwiGLU + QK-norm = Qwen3), AdamW, a warm-up / stable / linear warm-down schedule
@@ -213,7 +215,7 @@ def plan(
                 path_rows.append(row)
                 logger.info(f"auto: fast path {_path_name(path)}: {speed / 1e3:.1f}k tok/s")
             speeds[value] = row["tokens_per_second"]
-        chosen_path[knob] = max(speeds, key=speeds.get)
+        chosen_path[knob] = _faster(values, speeds)
 
     measured = []
     for name, updates in shapes:
@@ -323,6 +325,14 @@ def _fast_path_options(fixed: dict, device: str, cores: int) -> list[tuple[str, 
         options.append(("train.threads", [cores, 1]))
     options.append(("train.dtype", ["float32", "bfloat16"]))  # attention: models/fastpaths.py
     return [(knob, values) for knob, values in options if knob not in fixed]
+
+
+def _faster(values: list, speeds: dict) -> object:
+    """The knob's default (its first value) unless another was clearly faster: each is timed once over
+    a fraction of a second, and on a busy machine one slice can be slowed by chance (one thread won a
+    60 s run's measuring that way on 2026-12-03, and every step after ran at half the speed)."""
+    best = max(speeds, key=speeds.get)
+    return best if speeds[best] >= KNOB_GAIN * speeds[values[0]] else values[0]
 
 
 def _path_for(updates: dict, chosen_path: dict, fixed: dict) -> dict:
