@@ -176,8 +176,9 @@ def main(argv=None) -> int:
             f"--budgets {' '.join(f'{b:g}' for b in args.budgets)} --corpora {' '.join(args.corpora)} "
             f"--grid {args.grid}`. Loss: `lmforge eval` on the whole validation split. --auto's budget is "
             "the whole command (start-up and measuring included); each grid point and preset gets the "
-            "same number as its loop's `--time-budget`, start-up not counted. Gap: --auto's loss minus "
-            "the best grid point's (target: at most +0.03).",
+            "same number as its loop's `--time-budget`, start-up not counted, with the threads and "
+            "attention --auto measured and its own `train.dtype=auto` precision. Gap: --auto's loss "
+            "minus the best grid point's (target: at most +0.03).",
             "",
             table(rows),
             "",
