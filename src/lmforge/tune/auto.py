@@ -330,7 +330,7 @@ def _fast_path_options(fixed: dict, device: str, cores: int) -> list[tuple[str, 
 def _faster(values: list, speeds: dict) -> object:
     """The knob's default (its first value) unless another was clearly faster: each is timed once over
     a fraction of a second, and on a busy machine one slice can be slowed by chance (one thread won a
-    60 s run's measuring that way on 2026-12-03, and every step after ran at half the speed)."""
+    60 s run's measuring that way on 2026-12-03, and every step after ran on one of two cores)."""
     best = max(speeds, key=speeds.get)
     return best if speeds[best] >= KNOB_GAIN * speeds[values[0]] else values[0]
 
