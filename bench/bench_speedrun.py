@@ -7,7 +7,7 @@ a shared machine, and the targets compare medians from this one invocation:
 
   nanogpt-recipe  nanoGPT's CPU recipe reproduced in lmforge: GPT-2 block, 4 x 4 x 128, context 64,
                   batch 12, AdamW 1e-3 (beta2 0.99), 100 warm-up steps, cosine to 1e-4, 2,000 steps,
-                  evaluating 15,360 tokens every 250 steps as nanoGPT does
+                  evaluating 15,360 tokens every 250 steps as nanoGPT does, in float32 as nanoGPT on a CPU
   speedrun        the shakespeare-char-speedrun preset   target: loss <= 1.880 in <= 1/10 of the recipe's wall
   quality         the shakespeare-char-quality preset    target: loss <= 1.50 within the recipe's wall
   demo-memory     the demo preset on the built-in corpus for 30 s: peak resident memory (target <= 2 GB)
@@ -56,6 +56,7 @@ CONTENDERS = {
         "train.eval_every=250",
         "train.eval_tokens=15360",
         "train.ckpt_every=100000",
+        "train.dtype=float32",  # as nanoGPT trains on a CPU (its autocast is for CUDA only)
     ],
     "speedrun": ["--config", "shakespeare-char-speedrun"],
     "quality": ["--config", "shakespeare-char-quality"],

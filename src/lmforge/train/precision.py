@@ -66,7 +66,8 @@ class Precision:
             speeds = ", ".join(f"{d} {self.tok_per_s.get(d, 0):,.0f}" for d in DTYPES)
             how = f"probed in {self.seconds:.1f}s" if self.source == "probe" else "cached probe"
             why = f"auto: tokens/s {speeds} ({how}); bfloat16 needs {GAIN:.2f}x"
-        return f"precision: {self.dtype} ({why}; train.dtype=float32|bfloat16 fixes it)"
+        hint = "" if self.source in ("config", "resume") else "; train.dtype=float32|bfloat16 fixes it"
+        return f"precision: {self.dtype} ({why}{hint})"
 
     def record(self) -> dict:
         """For run.json."""
