@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -10,10 +11,11 @@ import pytest
 from lmforge.cli import main
 from lmforge.errors import UserError
 from lmforge.tune import auto, auto_rule
-from lmforge.tune.auto_rule import Measured, choose, effective_tokens
+from lmforge.tune.auto_rule import LossModel, Measured, choose, effective_tokens
 from lmforge.tune.scaling import ScalingFit
 
 FIT = ScalingFit(E=1.0, A=400.0, alpha=0.34, B=400.0, beta=0.28, rmse_log=0.0)
+MODEL = LossModel(FIT)  # the fit alone: no shape has ladder runs
 SIZES = (50_000, 200_000, 800_000, 3_000_000)
 
 
@@ -23,7 +25,7 @@ def machine(flops_per_second: float) -> list[Measured]:
 
 
 def chosen_size(flops_per_second: float, seconds: float, unique: float = 1e12) -> int:
-    best, _ = choose(machine(flops_per_second), FIT, seconds, unique, eval_tokens=1000)
+    best, _ = choose(machine(flops_per_second), MODEL, seconds, unique, eval_tokens=1000)
     return best.measured.n_params
 
 
@@ -38,7 +40,7 @@ def test_a_longer_budget_gets_a_bigger_model():
 
 
 def test_the_choice_is_the_lowest_predicted_loss_and_evaluations_cost_tokens():
-    best, predictions = choose(machine(3e10), FIT, 300, 1e12, eval_tokens=1000)
+    best, predictions = choose(machine(3e10), MODEL, 300, 1e12, eval_tokens=1000)
     assert best.predicted_loss == min(p.predicted_loss for p in predictions)
     for p in predictions:  # D = speed x (seconds - evaluation time), and the fit's loss at (N, D)
         speed = p.measured.tokens_per_second
@@ -51,7 +53,7 @@ def test_evaluations_shrink_to_a_share_of_a_slow_or_short_run():
     slow = auto_rule.eval_tokens_for(5e3, 60, 65536)  # 8 passes of 65,536 would take longer than the run
     assert slow < 65536 and 8 * slow / (3 * 5e3) <= auto_rule.EVAL_SHARE * 60 + 1e-9
     assert auto_rule.eval_tokens_for(10, 10, 65536) == auto_rule.MIN_EVAL_TOKENS
-    best, _ = choose(machine(3e8), FIT, 60, 1e12, eval_tokens=65536)  # without the cap nothing fits
+    best, _ = choose(machine(3e8), MODEL, 60, 1e12, eval_tokens=65536)  # without the cap nothing fits
     assert best.tokens > 0
 
 
@@ -65,9 +67,9 @@ def test_repeated_data_is_worth_less_and_a_small_corpus_moves_the_choice_up():
 
 def test_nothing_to_choose_or_no_time_is_a_user_error():
     with pytest.raises(UserError, match="no candidate"):
-        choose([], FIT, 300, 1e6, 1000)
+        choose([], MODEL, 300, 1e6, 1000)
     with pytest.raises(UserError, match="raise --time-budget"):
-        choose(machine(1e6), FIT, 0.001, 1e6, 1000)
+        choose(machine(1e6), MODEL, 0.001, 1e6, 1000)
 
 
 def test_lr_rule_and_heads_follow_the_presets():
@@ -107,10 +109,35 @@ def test_a_knob_leaves_its_default_only_for_a_clear_gain():
     assert auto._faster(["float32", "bfloat16"], {"float32": 9_000.0, "bfloat16": 8_000.0}) == "float32"
 
 
-def test_the_shipped_fits_load():
+def test_a_shape_s_own_ladder_runs_correct_the_fit():
+    # the fit says 1.00 everywhere; the small shape's runs saturate (10% under it early, 10% over late)
+    flat = ScalingFit(E=1.0, A=0.0, alpha=0.5, B=0.0, beta=0.5, rmse_log=0.0)
+    small = ((math.log(1e5), math.log(0.9)), (math.log(1e6), math.log(1.1)))
+    model = LossModel(flat, corrections={"small": small})
+    assert model.loss("small", 1e4, 1e5) == pytest.approx(0.9)
+    assert model.loss("small", 1e4, math.sqrt(1e5 * 1e6)) == pytest.approx(math.sqrt(0.9 * 1.1))  # log-linear
+    assert model.loss("small", 1e4, 1e3) == pytest.approx(0.9)  # held at the nearest run beyond them
+    assert model.loss("small", 1e4, 1e8) == pytest.approx(1.1)
+    assert model.loss("never run", 1e4, 1e8) == pytest.approx(1.0)
+    # so a larger shape the fit alone would rank equal wins a long budget, the small one a short one
+    speeds = [Measured("small", {}, 10_000, 2e4), Measured("large", {}, 40_000, 1e4)]
+    long_run, _ = choose(speeds, model, 600, 1e12, eval_tokens=1000)
+    short_run, _ = choose(speeds, model, 5, 1e12, eval_tokens=1000)
+    assert long_run.measured.name == "large" and short_run.measured.name == "small"
+    assert long_run.fit_loss == pytest.approx(1.0)
+
+
+def test_the_shipped_ladders_load_and_reproduce_their_own_runs():
     for kind in ("char", "bpe", "unknown"):
-        fit, name = auto_rule.load_fit(kind)
-        assert name in ("char", "bpe") and fit.alpha > 0 and fit.beta > 0
+        model = auto_rule.load_model(kind)
+        assert model.name in ("char", "bpe") and model.fit.alpha > 0 and model.fit.beta > 0
+    data = json.loads(auto_rule.ladder_path().read_text(encoding="utf-8"))
+    for kind, entry in data["fits"].items():
+        model = auto_rule.load_model(kind)
+        for point in entry["points"]:  # at its own tokens, each shape's prediction is what it measured
+            d = effective_tokens(point["D"], entry["unique_tokens"])
+            assert model.loss(point["shape"], point["N"], d) == pytest.approx(point["loss"], rel=1e-9)
+    assert set(model.corrections) <= {shape.name for shape in auto_rule.CANDIDATES}
 
 
 def _train(data, out, *extra):

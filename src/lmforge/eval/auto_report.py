@@ -33,12 +33,21 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
     ]
     rows = [
         [c["name"] + (" **(chosen)**" if c.get("chosen") else ""), c["n_params"],
-         round(c["tokens_per_second"]), c["tokens"], c["predicted_loss"]]
+         round(c["tokens_per_second"]), c["tokens"], c.get("fit_loss", c["predicted_loss"]),
+         c["predicted_loss"]]
         for c in auto.get("candidates", [])
     ]  # fmt: skip
     lines.append(
         markdown_table(
-            ["candidate", "N (non-embedding)", "tokens/s", "tokens in budget", "predicted loss"], rows
+            [
+                "candidate",
+                "N (non-embedding)",
+                "tokens/s",
+                "tokens in budget",
+                "the fit's loss",
+                "predicted loss (with the shape's ladder runs)",
+            ],
+            rows,
         )
     )
     if auto.get("fast_paths"):

@@ -15,7 +15,9 @@ made where the run happens, in three measured steps and one prediction:
    evaluations it will make).
 4. **loss** -- the project's scaling fit L(N, D) = E + A/N^alpha + B/D^beta (tune/scaling.py; the
    constants come from a committed ladder of runs, `presets/auto_ladder.json`, refit by
-   bench/auto_ladder.py) predicts each candidate's validation loss; the lowest wins. D is counted as
+   bench/auto_ladder.py), times the candidate's own measured ratio to the fit where the ladder ran
+   that shape (auto_rule.LossModel: the fit alone misses saturation and context), predicts each
+   candidate's validation loss; the lowest wins. D is counted as
    *effective* tokens when the run would see its corpus more than once (Muennighoff et al. 2023,
    "Scaling Data-Constrained Language Models": repeated tokens are worth less and less, with a
    half-life of about R* = 15 repetitions), so a small corpus pushes the choice towards larger models
@@ -57,7 +59,7 @@ from lmforge.tune.auto_rule import (
     choose,
     eval_tokens_for,
     heads_for,
-    load_fit,
+    load_model,
     lr_for,
 )
 
@@ -168,7 +170,8 @@ def plan(
     from lmforge.config import apply_updates, build_run_config
     from lmforge.train.data import open_data
 
-    fit, fit_name = load_fit(tokenizer_kind)
+    model = load_model(tokenizer_kind)
+    fit = model.fit
     if fixed.get("train.dtype") == "auto":  # the precision is one of the knobs --auto times
         fixed = {k: v for k, v in fixed.items() if k != "train.dtype"}
 
@@ -241,7 +244,7 @@ def plan(
             f"candidates; pass --time-budget {math.ceil(budget - available + MIN_TRAIN_SECONDS)} or more"
         )
     eval_tokens = first.train.eval_tokens
-    best, predictions = choose(measured, fit, available, unique_tokens, eval_tokens)
+    best, predictions = choose(measured, model, available, unique_tokens, eval_tokens)
     updates = dict(best.measured.updates)
     horizon = best.tokens / (updates.get("train.batch_size", 16) * updates.get("model.seq_len", 128))
     every = max(25, int(horizon / EVALS))
@@ -257,7 +260,9 @@ def plan(
         logger.info(
             f"auto: {p.measured.name:<22} N {p.measured.n_params:>10,}  "
             f"{p.measured.tokens_per_second / 1e3:6.1f}k tok/s  D {p.tokens / 1e6:7.2f}M  "
-            f"predicted val loss {p.predicted_loss:.4f}{'  <- chosen' if p is best else ''}"
+            f"predicted val loss {p.predicted_loss:.4f} (fit {p.fit_loss:.4f}"
+            f"{', ladder runs of this shape' if p.measured.name in model.corrections else ''})"
+            f"{'  <- chosen' if p is best else ''}"
         )
     kept = [k for k in (*KNOBS, *FAST_PATH_KNOBS) if k in fixed]
     logger.info(
@@ -271,7 +276,7 @@ def plan(
         "startup_seconds": round(probe_start, 2),
         "probe_seconds": round(probe_seconds, 2),
         "train_seconds": round(available, 2),
-        "fit": {"name": fit_name, "E": fit.E, "A": fit.A, "alpha": fit.alpha, "B": fit.B, "beta": fit.beta},
+        "fit": {"name": model.name, "E": fit.E, "A": fit.A, "alpha": fit.alpha, "B": fit.B, "beta": fit.beta},
         "unique_tokens": unique_tokens,
         "left_to_auto": left_to_auto,
         "given": {k: fixed[k] for k in kept},
@@ -283,6 +288,8 @@ def plan(
                 "tokens_per_second": round(p.measured.tokens_per_second, 1),
                 "tokens": int(p.tokens),
                 "predicted_loss": round(p.predicted_loss, 4),
+                "fit_loss": round(p.fit_loss, 4),
+                "ladder_runs": p.measured.name in model.corrections,
                 "chosen": p is best,
             }
             for p in predictions

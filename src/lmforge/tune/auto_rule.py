@@ -1,12 +1,13 @@
 """The rule behind `lmforge train --auto` (tune/auto.py measures, this decides): the candidate shapes,
-the learning rate for a width, the tokens each would see in the budget and the loss the ladder's
-L(N, D) fit predicts for them. Pure: speeds in, choice out (tested on made-up speeds)."""
+the learning rate for a width, the tokens each would see in the budget and the loss the ladder
+predicts for them -- its L(N, D) fit, corrected by the shape's own runs where the ladder has them.
+Pure: speeds in, choice out (tested on made-up speeds)."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.errors import UserError
@@ -35,7 +36,7 @@ MIN_EVAL_TOKENS = 4096  # validation tokens per evaluation, at least
 MIN_TRAIN_SECONDS = 10.0  # less than this is not a training run worth choosing a model for
 MARGIN_SECONDS = 1.5  # building the model and optimizer, and the process's exit, outside the loop's clock
 REPEAT_HALF_LIFE = 15.4  # R*: Muennighoff et al. 2023, fitted value for repeated data
-PROBE_SHARE = 0.10  # of the budget, at most, spent measuring speeds
+PROBE_SHARE = 0.06  # of the budget spent measuring speeds (short budgets; PROBE_SLICE bounds it)
 PROBE_SLICE = (0.3, 1.5)  # seconds of timed steps per candidate, at least / at most
 
 
@@ -113,16 +114,51 @@ class Measured:
     tokens_per_second: float
 
 
+@dataclass(frozen=True)
+class LossModel:
+    """The validation loss a candidate reaches after D effective tokens: the ladder's fit L(N, D),
+    times the candidate's own ratio to it where the ladder ran that very shape.
+
+    Why the correction: a sum of two power laws in N and D cannot follow a small model that saturates
+    while a larger one keeps learning (the char ladder's 1 x 64 runs go from 4% under the fit at 0.5M
+    tokens to 3% over it at 4M), and the context length -- 64 for the smallest candidate, 128 for the
+    rest -- is not in it at all. The shape's measured ratio (interpolated in log D between its runs,
+    held at the nearest run beyond them) carries both; a shape the ladder never ran gets the fit alone.
+    """
+
+    fit: ScalingFit
+    name: str = "fit"
+    # shape name -> its ladder runs' (log effective D, log(measured loss / fit)), by D
+    corrections: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+
+    def correction(self, shape: str, tokens: float) -> float:
+        """log(loss / fit) for `shape` at `tokens` effective tokens (0 for a shape never run)."""
+        points = self.corrections.get(shape)
+        if not points:
+            return 0.0
+        x = math.log(max(tokens, 1.0))
+        if x <= points[0][0]:
+            return points[0][1]
+        for (x0, r0), (x1, r1) in zip(points, points[1:], strict=False):
+            if x <= x1:
+                return r0 + (r1 - r0) * (x - x0) / (x1 - x0)
+        return points[-1][1]
+
+    def loss(self, shape: str, n_params: float, tokens: float) -> float:
+        return float(self.fit.loss(n_params, tokens)) * math.exp(self.correction(shape, tokens))
+
+
 @dataclass
 class Prediction:
     measured: Measured
     tokens: float  # D: tokens it would train on in the budget
     predicted_loss: float
+    fit_loss: float  # the fit's alone, before the shape's own correction
 
 
 def choose(
     measured: list[Measured],
-    fit: ScalingFit,
+    model: LossModel,
     seconds: float,
     unique_tokens: float,
     eval_tokens: int,
@@ -139,8 +175,9 @@ def choose(
         )
         tokens = max(0.0, m.tokens_per_second * (seconds - eval_seconds))
         d = effective_tokens(tokens, unique_tokens)
-        loss = float(fit.loss(m.n_params, d)) if d > 0 else math.inf
-        predictions.append(Prediction(m, tokens, loss))
+        fit_loss = float(model.fit.loss(m.n_params, d)) if d > 0 else math.inf
+        loss = model.loss(m.name, m.n_params, d) if d > 0 else math.inf
+        predictions.append(Prediction(m, tokens, loss, fit_loss))
     best = min(predictions, key=lambda p: p.predicted_loss)
     if not math.isfinite(best.predicted_loss):
         raise UserError(
@@ -166,10 +203,19 @@ def ladder_path() -> Path:
     return presets.folder() / "auto_ladder.json"
 
 
-def load_fit(tokenizer_kind: str, path: Path | None = None) -> tuple[ScalingFit, str]:
-    """The fit for this kind of tokenizer (per-token losses of characters and BPE differ), and its name."""
+def load_model(tokenizer_kind: str, path: Path | None = None) -> LossModel:
+    """The ladder for this kind of tokenizer (per-token losses of characters and BPE differ): its fit
+    and each of its shapes' ratios to the fit, at the effective tokens the fit was made on."""
     data = json.loads((path or ladder_path()).read_text(encoding="utf-8"))
     fits = data["fits"]
     name = tokenizer_kind if tokenizer_kind in fits else data["default"]
-    f = fits[name]["fit"]
-    return ScalingFit(f["E"], f["A"], f["alpha"], f["B"], f["beta"], f["rmse_log"]), name
+    entry = fits[name]
+    f = entry["fit"]
+    fit = ScalingFit(f["E"], f["A"], f["alpha"], f["B"], f["beta"], f["rmse_log"])
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for point in entry.get("points", []):
+        d = effective_tokens(point["D"], entry.get("unique_tokens", 0))
+        ratio = math.log(point["loss"] / float(fit.loss(point["N"], d)))
+        runs.setdefault(point["shape"], []).append((math.log(d), ratio))
+    corrections = {shape: tuple(sorted(points)) for shape, points in runs.items()}
+    return LossModel(fit, name, corrections)
