@@ -47,18 +47,25 @@ POINTS = {
         (0, 500_000), (0, 1_000_000), (0, 2_000_000), (0, 4_000_000),
         (1, 1_000_000), (1, 2_000_000), (1, 4_000_000),
         (2, 250_000), (2, 500_000), (2, 1_000_000),
+        (3, 1_000_000), (3, 2_000_000),
         (4, 250_000), (4, 500_000),
         (5, 250_000),
     ],
     "bpe": [
-        (0, 250_000), (0, 500_000), (0, 1_000_000),
-        (2, 125_000), (2, 250_000),
+        (0, 250_000), (0, 500_000), (0, 1_000_000), (0, 2_000_000),
+        (1, 1_000_000), (1, 2_000_000),
+        (2, 125_000), (2, 250_000), (2, 1_000_000), (2, 2_000_000),
+        (3, 1_000_000),
         (4, 250_000),
     ],
 }  # fmt: skip
+# --auto predicts a shape from its own runs where the ladder has them (auto_rule.LossModel), so the
+# shapes a minute or a few can afford (1-3 x 64, 2 x 128) run at the 1-2M tokens such budgets reach
 
 
-def run_point(data_dir: Path, work: Path, index: int, tokens: int, stored: list[dict]) -> dict:
+def run_point(
+    data_dir: Path, work: Path, index: int, tokens: int, stored: list[dict], threads: int = THREADS
+) -> dict:
     """One ladder point: run here, or taken from the stored ladder (`stored`: the JSON's points of
     this corpus) when it holds this shape at this token count -- a longer ladder runs only what is new."""
     from lmforge.config import apply_updates, build_run_config
@@ -79,7 +86,7 @@ def run_point(data_dir: Path, work: Path, index: int, tokens: int, stored: list[
     apply_updates(
         tree, {"train.eval_every": 10**6, "train.ckpt_every": 10**6, "train.eval_tokens": EVAL_TOKENS}
     )
-    apply_updates(tree, {"train.log_every": 100, "train.keep_last": 1, "train.threads": THREADS})
+    apply_updates(tree, {"train.log_every": 100, "train.keep_last": 1, "train.threads": threads})
     config = build_run_config(tree, load_tokenizer(data_dir / "tokenizer").vocab_size)
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -132,6 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bpe-data", type=Path, help="built-in corpus, BPE, data folder")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "auto_ladder", help="ladder runs")
     parser.add_argument("--refit", action="store_true", help="only refit the points stored in the JSON")
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (a quiet machine: all)")
     args = parser.parse_args(argv)
     stored = json.loads(OUT.read_text()) if OUT.is_file() else {"fits": {}}
     ladders = {
@@ -146,7 +154,7 @@ def main(argv=None) -> int:
             points = []
             for index, tokens in POINTS[kind]:
                 stored_points = ladders.get(kind, {}).get("points", [])
-                point = run_point(data_dir, args.work / kind, index, tokens, stored_points)
+                point = run_point(data_dir, args.work / kind, index, tokens, stored_points, args.threads)
                 speed = f"{point['seconds']}s, {point['tokens_per_second']:,.0f} tok/s"
                 print(f"{kind} {point['shape']:<22} D {point['D']:>10,}: loss {point['loss']:.4f} ({speed})")
                 points.append(point)

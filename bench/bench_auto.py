@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -90,7 +91,9 @@ def train(data: Path, run: Path, budget: float, args: list[str]) -> dict:
     return figures
 
 
-def bench(work: Path, corpora: list[str], budgets: list[float], grid: int, char_source: Path) -> list[dict]:
+def bench(
+    work: Path, corpora: list[str], budgets: list[float], grid: int, char_source: Path, repeats: int = 1
+) -> list[dict]:
     rows = []
     for corpus in corpora:
         data = prepare(work, corpus, char_source)
@@ -113,16 +116,24 @@ def bench(work: Path, corpora: list[str], budgets: list[float], grid: int, char_
             outside = points[best]["wall"] - budget
             same_wall = train(data, work / "runs" / tag / "best_same_wall",
                               round(max(1.0, auto["wall"] - outside), 1), overrides[best])  # fmt: skip
+            # run-to-run spread on a shared machine: --auto and the best point again, one after the other
+            autos, bests = [auto], [points[best]]
+            for r in range(2, repeats + 1):
+                autos.append(train(data, work / "runs" / tag / f"auto_{r}", budget, ["--auto"]))
+                name = f"{best.replace(' ', '_')}_{r}"
+                bests.append(train(data, work / "runs" / tag / name, budget, overrides[best]))
             rows.append(
                 {
                     "corpus": corpus,
                     "budget": budget,
-                    "auto_choice": auto["auto"]["name"],
-                    "auto_loss": auto["val_loss"],
+                    "auto_choice": ", ".join(dict.fromkeys(a["auto"]["name"] for a in autos)),
+                    "auto_loss": statistics.median(a["val_loss"] for a in autos),
+                    "auto_losses": [a["val_loss"] for a in autos],
                     "auto_wall": auto["wall"],
+                    "best_losses": [b["val_loss"] for b in bests],
                     "grid": {k: v["val_loss"] for k, v in points.items()},
                     "best": best,
-                    "best_loss": points[best]["val_loss"],
+                    "best_loss": statistics.median(b["val_loss"] for b in bests),
                     "best_wall": points[best]["wall"],
                     "same_wall_loss": same_wall["val_loss"],
                     "same_wall_wall": same_wall["wall"],
@@ -135,6 +146,10 @@ def bench(work: Path, corpora: list[str], budgets: list[float], grid: int, char_
 
 def _value(v) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.3f}-{max(values):.3f}, " if len(values) > 1 else ""
 
 
 def table(rows: list[dict], header: bool = True) -> str:
@@ -152,7 +167,8 @@ def table(rows: list[dict], header: bool = True) -> str:
         same = r["auto_loss"] - r["same_wall_loss"]
         lines.append(
             f"| {r['corpus']} | {r['budget']:g} s | {r['auto_choice']} | {r['auto_loss']:.4f} "
-            f"({r['auto_wall']:.0f}) | {r['best']} | {r['best_loss']:.4f} ({r['best_wall']:.0f}) | "
+            f"({_spread(r.get('auto_losses', []))}{r['auto_wall']:.0f}) | {r['best']} | {r['best_loss']:.4f} "
+            f"({_spread(r.get('best_losses', []))}{r['best_wall']:.0f}) | "
             f"{gap:+.4f} | "
             f"{r['same_wall_loss']:.4f} ({r['same_wall_wall']:.0f}) | {same:+.4f} | "
             + " | ".join(f"{r['presets'].get(p, float('nan')):.4f}" for p in PRESETS)
@@ -178,6 +194,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budgets", type=float, nargs="+", default=[60, 300, 1200], help="seconds")
     parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
     parser.add_argument("--grid", type=int, default=len(CANDIDATES), help="the first N candidate shapes")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of --auto and of the best point")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench_auto")
     parser.add_argument("--write", action="store_true", help="put the table in BENCHMARKS.md")
     parser.add_argument("--char-source", type=Path, default=TINY_SHAKESPEARE, help="tinyshakespeare.txt")
@@ -185,20 +202,23 @@ def main(argv=None) -> int:
     os.environ.setdefault("PYTHONPATH", str(ROOT / "src"))
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} logical cores", flush=True)
-    rows = bench(args.work, args.corpora, args.budgets, args.grid, args.char_source)
+    rows = bench(args.work, args.corpora, args.budgets, args.grid, args.char_source, args.repeats)
     text = "\n".join(
         [
             SECTION,
             "",
             f"Machine: {cpu}, {os.cpu_count()} logical cores. Command: `python bench/bench_auto.py "
             f"--budgets {' '.join(f'{b:g}' for b in args.budgets)} --corpora {' '.join(args.corpora)} "
-            f"--grid {args.grid}`. Loss: `lmforge eval` on the whole validation split. --auto's budget is "
+            f"--grid {args.grid}{f' --repeats {args.repeats}' if args.repeats > 1 else ''}`. Loss: "
+            "`lmforge eval` on the whole validation split. --auto's budget is "
             "the whole command (start-up and measuring included); each grid point and preset gets the "
             "same number as its loop's `--time-budget`, start-up not counted, with the threads and "
             "attention --auto measured and its own `train.dtype=auto` precision. Gap: --auto's loss "
             "minus the best grid point's (target: at most +0.03). 'At --auto's wall': the best grid "
             "point trained again with its loop shortened by its own start-up and exit, so that its "
-            "whole command takes as long as --auto's did.",
+            "whole command takes as long as --auto's did. With --repeats, --auto and the best grid "
+            "point run that many times (after the grid): their losses are medians (min-max; the wall "
+            "is the first run's).",
             "",
             table(rows),
             "",

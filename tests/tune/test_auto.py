@@ -192,3 +192,25 @@ def test_a_tiny_real_run_chooses_records_and_keeps_the_budget(char_data, tmp_pat
     assert main(["report", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "How --auto chose the model" in report and "(chosen)" in report
+
+
+def test_speeds_are_measured_with_the_allocator_the_run_will_use(char_data, monkeypatch):
+    import torch
+
+    from lmforge import hardware
+    from lmforge.config import apply_updates, build_run_config
+    from lmforge.train.data import open_data
+
+    calls = []
+    monkeypatch.setattr(hardware, "reuse_freed_memory", lambda: calls.append(1) or True)
+    data = open_data(char_data, None)
+    for allocator, expected in (("reuse", 1), ("system", 0)):
+        tree: dict = {}
+        small = {"model.n_layer": 1, "model.n_embd": 32, "model.n_head": 1, "model.seq_len": 16}
+        apply_updates(tree, {**auto_rule.RECIPE, **small, "train.batch_size": 2, "train.dtype": "float32"})
+        apply_updates(tree, {"train.allocator": allocator})
+        calls.clear()
+        speed, n_params = auto.measure_speed(
+            build_run_config(tree, data.tokenizer.vocab_size), data, torch.device("cpu"), 0.05
+        )
+        assert speed > 0 and n_params > 0 and len(calls) == expected, allocator
