@@ -167,8 +167,8 @@ def table(rows: list[dict], header: bool = True) -> str:
         same = r["auto_loss"] - r["same_wall_loss"]
         lines.append(
             f"| {r['corpus']} | {r['budget']:g} s | {r['auto_choice']} | {r['auto_loss']:.4f} "
-            f"({_spread(r.get('auto_losses', []))}{r['auto_wall']:.0f}) | {r['best']} | {r['best_loss']:.4f} "
-            f"({_spread(r.get('best_losses', []))}{r['best_wall']:.0f}) | "
+            f"({_spread(r['auto_losses'])}{r['auto_wall']:.0f}) | {r['best']} | {r['best_loss']:.4f} "
+            f"({_spread(r['best_losses'])}{r['best_wall']:.0f}) | "
             f"{gap:+.4f} | "
             f"{r['same_wall_loss']:.4f} ({r['same_wall_wall']:.0f}) | {same:+.4f} | "
             + " | ".join(f"{r['presets'].get(p, float('nan')):.4f}" for p in PRESETS)

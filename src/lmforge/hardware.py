@@ -94,6 +94,14 @@ _M_MMAP_MAX = -4
 _KEEP_FREED_BYTES = 2**31 - 1  # mallopt takes an int: keep up to 2 GiB of freed memory for reuse
 
 
+def setup_like_training(tcfg) -> bool:
+    """The threads and allocator a CPU training run with `tcfg` (TrainConfig) sets up, for a probe that
+    times its steps before the run (a step timed under other settings is not the run's step); True
+    when freed memory is kept for reuse."""
+    setup_threads(tcfg.threads or physical_cores())
+    return tcfg.allocator == "reuse" and reuse_freed_memory()
+
+
 def reuse_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for the next allocation instead of giving it back.
 

@@ -137,9 +137,7 @@ def probe(config: RunConfig, data, device: torch.device) -> dict[str, float]:
     from lmforge.train.engine import apply_update, build_engine, train_step
 
     tcfg = config.train
-    hardware.setup_threads(tcfg.threads or hardware.physical_cores())
-    if tcfg.allocator == "reuse":
-        hardware.reuse_freed_memory()  # as training will run
+    hardware.setup_like_training(tcfg)
     paths = {d: fastpaths.setup(config.model, dataclasses.replace(tcfg, dtype=d), device) for d in DTYPES}
     amps = {"float32": contextlib.nullcontext(), "bfloat16": hardware.autocast(device, "bfloat16")}
     rng = torch.get_rng_state()

@@ -117,10 +117,8 @@ def measure_speed(config, data, device, seconds: float) -> tuple[float, int]:
     from lmforge.models import fastpaths
     from lmforge.train.engine import apply_update, build_engine, train_step
 
-    if device.type == "cpu":
-        hardware.setup_threads(config.train.threads or hardware.physical_cores())
-        if config.train.allocator == "reuse":  # as its run will: without it every step of a shape with
-            hardware.reuse_freed_memory()  # large logits (BPE) page-faults, and measured ~40% slow
+    if device.type == "cpu":  # its run's threads and allocator: without freed memory kept, every step
+        hardware.setup_like_training(config.train)  # of a shape with large logits (BPE) page-faults
     fastpaths.setup(config.model, config.train, device)  # the paths its run would use (cached verdicts)
     rng = torch.get_rng_state()
     with logs.silenced("lmforge.train"):  # the probe's engines are not the run's: no messages
