@@ -92,14 +92,61 @@ def test_fixed_knobs_hold_for_every_candidate():
     assert knobs == ["train.threads"]  # attention is models/fastpaths.py's (attn_impl="auto")
 
 
-def test_narrow_candidates_train_in_float32_whatever_the_mid_shape_chose():
-    # no shipped candidate is narrower than the probe width (64); a user-fixed model.n_embd can be
-    bf16 = {"train.threads": 2, "train.dtype": "bfloat16"}
-    narrow, wide = {"model.n_embd": 32}, {"model.n_embd": 64}
-    assert auto._path_for(narrow, bf16, {}) == {"train.threads": 2, "train.dtype": "float32"}
-    assert auto._path_for(wide, bf16, {}) == bf16
-    assert auto._path_for(wide, bf16, {"model.n_embd": 32})["train.dtype"] == "float32"  # a fixed width
-    assert auto._path_for(narrow, {"train.threads": 2}, {"train.dtype": "bfloat16"}) == {"train.threads": 2}
+def test_the_precisions_timed_follow_train_dtype_auto_s_rules(monkeypatch):
+    import torch
+
+    from lmforge import hardware
+    from lmforge.config import build_run_config
+
+    cpu = torch.device("cpu")
+
+    def config(width: int):
+        tree = {"model": {"family": "gpt", "n_embd": width, "n_head": 2, "n_layer": 1}}
+        return build_run_config(tree, 65)
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: ["avx512f", "amx_bf16"])
+    assert auto.dtypes_to_time(config(128), cpu, {}) == ("float32", "bfloat16")
+    assert auto.dtypes_to_time(config(32), cpu, {}) == ("float32",)  # narrower than the probe width
+    assert auto.dtypes_to_time(config(128), cpu, {"train.dtype": "bfloat16"}) == ("bfloat16",)  # given
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: ["avx2", "fma"])
+    assert auto.dtypes_to_time(config(128), cpu, {}) == ("float32",)  # no bf16 units
+
+
+def test_each_candidate_trains_in_bf16_only_where_it_pays_for_that_shape(char_data, monkeypatch):
+    """On this made-up machine bf16 pays at width 128 and beyond but not at 64 (as on the Xeon of
+    BENCHMARKS.md, where one mid-sized shape's verdict had put a 2 x 128 run in float32 at 0.65x)."""
+    from lmforge.config import apply_updates
+    from lmforge.train import precision
+
+    timed = []
+
+    def fake_speed(config, data, device, seconds, dtypes=None):
+        dtypes = dtypes or (config.train.dtype,)
+        width = config.model.n_embd
+        float32 = 4e8 / (config.model.n_layer * width * width)
+        gain = 1.05 if width < 128 else 1.5
+        timed.append((width, tuple(dtypes)))
+        return {d: float32 * (gain if d == "bfloat16" else 1.0) for d in dtypes}, 12 * width * width
+
+    monkeypatch.setattr(auto, "measure_speed", fake_speed)
+    monkeypatch.setattr(precision, "without_timing", lambda config, device: None)  # time both, any CPU
+    clock = iter(range(0, 10_000))
+    tree: dict = {}
+    apply_updates(tree, auto_rule.RECIPE)
+    planned = auto.plan(tree, {}, char_data, 65, "char", 600, 10**7, elapsed=lambda: float(next(clock)) / 100)
+    rows = {c["name"]: c for c in planned.record["candidates"]}
+    assert rows, planned.record
+    for name, row in rows.items():
+        width = int(name.split("x")[1].split()[0])
+        assert row["dtype"] == ("float32" if width < 128 else "bfloat16"), row
+        assert set(row["tokens_per_second_by_dtype"]) == {"float32", "bfloat16"}
+        assert row["tokens_per_second"] == row["tokens_per_second_by_dtype"][row["dtype"]]
+    assert planned.updates["train.dtype"] == rows[planned.record["chosen"]["name"]]["dtype"]
+    assert all(len(d) == 2 for w, d in timed[2:])  # every candidate in both; the threads in one
+    from lmforge.eval.auto_report import auto_section
+
+    report = "\n".join(auto_section(planned.record, None))
+    assert "| bfloat16 (float32 " in report and "| float32 (float32 " in report  # the report says why
 
 
 def test_a_knob_leaves_its_default_only_for_a_clear_gain():
@@ -213,4 +260,21 @@ def test_speeds_are_measured_with_the_allocator_the_run_will_use(char_data, monk
         speed, n_params = auto.measure_speed(
             build_run_config(tree, data.tokenizer.vocab_size), data, torch.device("cpu"), 0.05
         )
-        assert speed > 0 and n_params > 0 and len(calls) == expected, allocator
+        assert set(speed) == {"float32"} and speed["float32"] > 0 and n_params > 0, allocator
+        assert len(calls) == expected, allocator
+
+
+def test_a_candidate_is_timed_in_both_precisions_on_one_model(char_data):
+    import torch
+
+    from lmforge.config import apply_updates, build_run_config
+    from lmforge.train.data import open_data
+
+    data = open_data(char_data, None)
+    tree: dict = {}
+    small = {"model.n_layer": 1, "model.n_embd": 64, "model.n_head": 2, "model.seq_len": 16}
+    apply_updates(tree, {**auto_rule.RECIPE, **small, "train.batch_size": 2})
+    config = build_run_config(tree, data.tokenizer.vocab_size)
+    speeds, n_params = auto.measure_speed(config, data, torch.device("cpu"), 0.1, ("float32", "bfloat16"))
+    assert set(speeds) == {"float32", "bfloat16"} and min(speeds.values()) > 0 and n_params > 0
+    assert not torch.is_autocast_enabled("cpu")

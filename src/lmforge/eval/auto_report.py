@@ -33,8 +33,8 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
     ]
     rows = [
         [c["name"] + (" **(chosen)**" if c.get("chosen") else ""), c["n_params"],
-         round(c["tokens_per_second"]), c["tokens"], c.get("fit_loss", c["predicted_loss"]),
-         c["predicted_loss"]]
+         round(c["tokens_per_second"]), _precisions(c), c["tokens"],
+         c.get("fit_loss", c["predicted_loss"]), c["predicted_loss"]]
         for c in auto.get("candidates", [])
     ]  # fmt: skip
     lines.append(
@@ -43,6 +43,7 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
                 "candidate",
                 "N (non-embedding)",
                 "tokens/s",
+                "precision (tokens/s in each timed)",
                 "tokens in budget",
                 "the fit's loss",
                 "predicted loss (with the shape's ladder runs)",
@@ -55,3 +56,12 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
                   round(p["tokens_per_second"])] for p in auto["fast_paths"]]  # fmt: skip
         lines += ["", markdown_table(["threads", "dtype", "attention", "tokens/s (mid-sized shape)"], paths)]
     return lines
+
+
+def _precisions(candidate: dict) -> str:
+    """`bfloat16 (float32 12,000, bfloat16 18,000)`: the dtype it would train in and what decided it."""
+    dtype = candidate.get("dtype") or "-"
+    timed = candidate.get("tokens_per_second_by_dtype") or {}
+    if len(timed) < 2:
+        return str(dtype)
+    return f"{dtype} ({', '.join(f'{d} {round(v):,}' for d, v in timed.items())})"

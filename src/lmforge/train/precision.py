@@ -107,13 +107,20 @@ def choose(
         return Precision(hit["dtype"], "cache", dict(hit.get("tok_per_s") or {}))
     start = time.perf_counter()
     speeds = probe(config, data, device)
-    dtype = "bfloat16" if speeds["bfloat16"] >= GAIN * speeds["float32"] else "float32"
+    dtype = faster(speeds)
     measured = {d: round(s, 1) for d, s in speeds.items()}
     choice = Precision(dtype, "probe", measured, time.perf_counter() - start)
     if write:
         entry = {"dtype": dtype, "tok_per_s": choice.tok_per_s, "when": time.time(), "load": round(load, 2)}
         fastpaths.write_cache(cache, {**entries, key: entry})
     return choice
+
+
+def faster(speeds: dict[str, float]) -> str:
+    """float32, unless bfloat16 (when timed) trained at least GAIN times as fast."""
+    if len(speeds) == 1:
+        return next(iter(speeds))
+    return "bfloat16" if speeds["bfloat16"] >= GAIN * speeds["float32"] else "float32"
 
 
 def without_timing(config: RunConfig, device: torch.device) -> Precision | None:
@@ -131,42 +138,70 @@ def without_timing(config: RunConfig, device: torch.device) -> Precision | None:
 
 
 def probe(config: RunConfig, data, device: torch.device) -> dict[str, float]:
-    """Tokens/s of the run's training step (forward, backward, clip, optimizer) in each dtype: one
-    model, its autocast and fast paths switched between alternating rounds, warm-up excluded. The
-    global RNG is left as it was (the run's own initialisation comes after)."""
+    """Tokens/s of the run's training step in each dtype (`time_steps` over both)."""
+    return time_steps(config, data, device, DTYPES, SLICE_SECONDS, ROUNDS)[0]
+
+
+def time_steps(
+    config: RunConfig, data, device: torch.device, dtypes, slice_seconds: float, rounds: int
+) -> tuple[dict[str, float], int]:
+    """Tokens/s of `config`'s training step (forward, backward, clip, optimizer) in each of `dtypes`,
+    and the model's non-embedding parameter count. One model, with the threads, allocator and fast
+    paths its run would use; its autocast and fast paths are switched between alternating rounds of
+    `slice_seconds` each (at least one step), and each dtype's best round counts: other processes only
+    ever slow a round. Warm-up steps are not timed, except on a machine so busy that one takes over
+    three slices: that step's speed then stands for its dtype. The global RNG is left as it was
+    (a run's own initialisation comes after). Used by this module's probe and by `train --auto`."""
     from lmforge.train.engine import apply_update, build_engine, train_step
 
     tcfg = config.train
-    hardware.setup_like_training(tcfg)
-    paths = {d: fastpaths.setup(config.model, dataclasses.replace(tcfg, dtype=d), device) for d in DTYPES}
-    amps = {"float32": contextlib.nullcontext(), "bfloat16": hardware.autocast(device, "bfloat16")}
+    if device.type == "cpu":  # without freed memory kept, a step with large logits page-faults
+        hardware.setup_like_training(tcfg)
+    paths = {d: fastpaths.setup(config.model, dataclasses.replace(tcfg, dtype=d), device) for d in dtypes}
+    amps = {d: hardware.autocast(device, d) for d in dtypes}
     rng = torch.get_rng_state()
     with logs.silenced("lmforge.train"):  # the probe's engine is not the run's: no messages
         engine = build_engine(_with_dtype(config, "float32"), data, device, DistInfo(), None, None)
-    best = dict.fromkeys(DTYPES, 0.0)
+    n_params = engine.model.num_params(exclude_embeddings=True)
+    best = dict.fromkeys(dtypes, 0.0)
+    done: set[str] = set()  # dtypes measured by their warm-up step alone (a busy machine)
     step = 0
+
+    def one_step() -> None:
+        nonlocal step
+        train_step(engine, step)
+        apply_update(engine, skip=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step += 1
+
     try:
-        for round_ in range(ROUNDS):
-            for dtype in DTYPES:
+        for round_ in range(rounds):
+            for dtype in dtypes:
+                if dtype in done:
+                    continue
                 layers.use_fast_paths(paths[dtype].fast_paths())
                 engine.amp = amps[dtype]
                 if round_ == 0:  # warm-up: allocations and first-call kernel selection
-                    train_step(engine, step)
-                    apply_update(engine, skip=False)
-                    step += 1
+                    start = time.perf_counter()
+                    one_step()
+                    warm_up = time.perf_counter() - start
+                    if warm_up > 3 * slice_seconds:
+                        best[dtype] = engine.tokens_per_step / warm_up
+                        done.add(dtype)
+                        continue
                 steps, start = 0, time.perf_counter()
                 while True:
-                    train_step(engine, step)
-                    apply_update(engine, skip=False)
-                    steps, step = steps + 1, step + 1
+                    one_step()
+                    steps += 1
                     elapsed = time.perf_counter() - start
-                    if elapsed >= SLICE_SECONDS:
+                    if elapsed >= slice_seconds:
                         break
                 best[dtype] = max(best[dtype], steps * engine.tokens_per_step / elapsed)
     finally:
         torch.set_rng_state(rng)
         layers.use_fast_paths(layers.FastPaths())  # the run sets its own
-    return best
+    return best, n_params
 
 
 def cache_key(config: RunConfig) -> str:

@@ -4,13 +4,16 @@ The best shape for a minute differs from the best for twenty, and from one CPU t
 matmuls are a little faster than fp32 on one chip, several times faster on another). So the choice is
 made where the run happens, in three measured steps and one prediction:
 
-1. **fast paths** -- a mid-sized candidate is timed with each thread count and precision training
-   could use, one knob at a time; the fastest is kept for every candidate (`train.threads`,
-   `train.dtype`). The attention implementation and the hand-written kernels are not a knob here:
-   `model.attn_impl="auto"` lets models/fastpaths.py's cached per-CPU probe choose them, for each
-   candidate as it is timed and again (from its cache) when the run starts.
+1. **threads** -- a mid-sized candidate is timed with each thread count training could use; the
+   fastest is kept for every candidate (`train.threads`). The attention implementation and the
+   hand-written kernels are not a knob here: `model.attn_impl="auto"` lets models/fastpaths.py's
+   cached per-CPU probe choose them, for each candidate as it is timed and again (from its cache)
+   when the run starts.
 2. **speed** -- each candidate shape (`CANDIDATES`, the presets and shapes between them) runs a few
-   real training steps (`train/engine.py`'s own step, optimizer included), warm-up excluded: tokens/s.
+   real training steps (`train/engine.py`'s own step, optimizer included), warm-up excluded: tokens/s,
+   in float32 and under bf16 autocast where train.dtype=auto would time both, alternating; it trains
+   in bfloat16 only if that was train/precision.py's GAIN faster *for that shape* (the gain grows
+   with width and batch: one shape's verdict does not carry to another).
 3. **tokens** -- what each would see in the budget: D = tokens/s x (budget - start-up - probe - the
    evaluations it will make).
 4. **loss** -- the project's scaling fit L(N, D) = E + A/N^alpha + B/D^beta (tune/scaling.py; the
@@ -40,7 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,42 +109,26 @@ def minimum_budget(elapsed: float, count: int) -> float:
 # --- measuring -----------------------------------------------------------------------------------------
 
 
-def measure_speed(config, data, device, seconds: float) -> tuple[float, int]:
-    """Tokens/s of `config`'s real training step (forward, backward, clip, AdamW) on `device`, timed
-    over about `seconds` after one warm-up step; and the model's non-embedding parameter count."""
-    import torch
+def measure_speed(config, data, device, seconds: float, dtypes: tuple[str, ...] | None = None):
+    """Tokens/s of `config`'s real training step (forward, backward, clip, AdamW) on `device` in each
+    of `dtypes` (default: the config's own), timed over about `seconds` in all after a warm-up step
+    each, in two alternating rounds; and the model's non-embedding parameter count. The threads, allocator and
+    fast paths are those its run would use (train/precision.py `time_steps`)."""
+    from lmforge.train import precision
 
-    from lmforge import hardware, logs
-    from lmforge.dist import DistInfo
-    from lmforge.models import fastpaths
-    from lmforge.train.engine import apply_update, build_engine, train_step
+    dtypes = dtypes or (config.train.dtype,)
+    return precision.time_steps(config, data, device, dtypes, seconds / (2 * len(dtypes)), rounds=2)
 
-    if device.type == "cpu":  # its run's threads and allocator: without freed memory kept, every step
-        hardware.setup_like_training(config.train)  # of a shape with large logits (BPE) page-faults
-    fastpaths.setup(config.model, config.train, device)  # the paths its run would use (cached verdicts)
-    rng = torch.get_rng_state()
-    with logs.silenced("lmforge.train"):  # the probe's engines are not the run's: no messages
-        engine = build_engine(config, data, device, DistInfo(), None, None)
-    n_params = engine.model.num_params(exclude_embeddings=True)
-    start = time.perf_counter()
-    train_step(engine, 0)  # warm-up: allocation, first-call dispatch
-    apply_update(engine, skip=False)
-    warm_up = time.perf_counter() - start
-    if warm_up > 3 * seconds:  # far slower than the slice (a busy machine): the warm-up step must do
-        torch.set_rng_state(rng)
-        return engine.tokens_per_step / warm_up, n_params
-    steps, start = 0, time.perf_counter()
-    while True:  # at least one timed step, however slow
-        train_step(engine, 1 + steps)
-        apply_update(engine, skip=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        steps += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            break
-    torch.set_rng_state(rng)
-    return steps * engine.tokens_per_step / elapsed, n_params
+
+def dtypes_to_time(config, device, fixed: dict) -> tuple[str, ...]:
+    """The precisions a candidate is timed in: the one given, the one train.dtype=auto would take
+    without timing (narrow models, CPUs without bf16 units, GPUs), or both."""
+    from lmforge.train import precision
+
+    if "train.dtype" in fixed:
+        return (str(fixed["train.dtype"]),)
+    ruled = precision.without_timing(config, device)
+    return (ruled.dtype,) if ruled is not None else precision.DTYPES
 
 
 @dataclass
@@ -186,7 +172,8 @@ def plan(
     left_to_auto = [k for k in (*KNOBS, *FAST_PATH_KNOBS) if k not in fixed]
     shapes = _candidate_updates(fixed)
     options = _fast_path_options(fixed, device.type, hardware.physical_cores())
-    count = len(shapes) + (1 + sum(len(o) - 1 for _, o in options) if options else 0)
+    timed = {name: dtypes_to_time(config_of(updates), device, fixed) for name, updates in shapes}
+    count = sum(len(t) for t in timed.values()) + (1 + sum(len(o) - 1 for _, o in options) if options else 0)
     minimum = minimum_budget(elapsed(), count)
     if budget < minimum:
         raise UserError(
@@ -203,32 +190,44 @@ def plan(
     # a loaded machine makes every step slow: past this, measuring stops with what it has
     probe_end = probe_start + max(PROBE_SHARE * budget, count * 2 * PROBE_SLICE[0])
 
-    # the fast paths, one knob at a time (threads, then precision, then attention), on a mid-sized shape
+    # the threads, on a mid-sized shape in float32 (the precision is each candidate's own, below)
     chosen_path = {knob: values[0] for knob, values in options}
     path_rows: list[dict] = []
-    mid = {**FAST_PATH_SHAPE.updates(), **{k: v for k, v in fixed.items() if k in KNOBS}}
+    mid = {
+        **FAST_PATH_SHAPE.updates(),
+        "train.dtype": "float32",
+        **{k: v for k, v in fixed.items() if k in KNOBS},
+    }
     for knob, values in options:
         speeds = {}
         for value in values:
             path = {**chosen_path, knob: value}
             row = next((r for r in path_rows if all(r[k] == v for k, v in path.items())), None)
             if row is None:
-                speed, _ = measure_speed(config_of({**mid, **path}), data, device, slice_s)
+                by_dtype, _ = measure_speed(config_of({**mid, **path}), data, device, slice_s)
+                speed = next(iter(by_dtype.values()))
                 row = {**path, "tokens_per_second": round(speed, 1)}
                 path_rows.append(row)
                 logger.info(f"auto: fast path {_path_name(path)}: {speed / 1e3:.1f}k tok/s")
             speeds[value] = row["tokens_per_second"]
         chosen_path[knob] = _faster(values, speeds)
 
+    # each candidate's speed in the precision(s) its run could take; bfloat16 only where it pays for
+    # that shape (the rule of train.dtype=auto: at 2 x 128 bf16 was 1.09x float32 at batch 8 and
+    # 1.5x at batch 16 on the Intel Xeon of BENCHMARKS.md, so one shape cannot decide for all)
+    from lmforge.train import precision
+
     measured = []
     for name, updates in shapes:
-        path = _path_for(updates, chosen_path, fixed)
-        config = config_of({**updates, **path})
-        speed, n_params = measure_speed(config, data, device, slice_s)
-        measured.append(Measured(name, {**updates, **path}, n_params, speed))
-        logger.info(f"auto: {name}: {n_params:,} parameters, {speed / 1e3:.1f}k tok/s")
+        config = config_of({**updates, **chosen_path})
+        by_dtype, n_params = measure_speed(config, data, device, len(timed[name]) * slice_s, timed[name])
+        dtype = precision.faster(by_dtype)
+        path = {**chosen_path, **({"train.dtype": dtype} if "train.dtype" not in fixed else {})}
+        measured.append(Measured(name, {**updates, **path}, n_params, by_dtype[dtype], by_dtype))
+        speeds = ", ".join(f"{d} {s / 1e3:.1f}k" for d, s in by_dtype.items())
+        logger.info(f"auto: {name}: {n_params:,} parameters, tok/s {speeds} -> {dtype}")
         step_tokens = config.train.batch_size * config.model.seq_len
-        if speed * (budget - elapsed() - MARGIN_SECONDS) / step_tokens < 100:
+        if by_dtype[dtype] * (budget - elapsed() - MARGIN_SECONDS) / step_tokens < 100:
             break  # under 100 steps in the budget: the larger shapes after it are slower still
         if elapsed() > probe_end:
             logger.info(
@@ -286,6 +285,8 @@ def plan(
                 "name": p.measured.name,
                 "n_params": p.measured.n_params,
                 "tokens_per_second": round(p.measured.tokens_per_second, 1),
+                "dtype": p.measured.updates.get("train.dtype", fixed.get("train.dtype")),
+                "tokens_per_second_by_dtype": {d: round(v, 1) for d, v in p.measured.speeds.items()},
                 "tokens": int(p.tokens),
                 "predicted_loss": round(p.predicted_loss, 4),
                 "fit_loss": round(p.fit_loss, 4),
@@ -328,9 +329,8 @@ def _fast_path_options(fixed: dict, device: str, cores: int) -> list[tuple[str, 
     Threads: all physical cores is fastest on an idle machine, but cores shared with other jobs
     can make several threads wait on each other far more than one thread loses."""
     options: list[tuple[str, list]] = []
-    if device == "cpu" and cores > 1:
+    if device == "cpu" and cores > 1:  # precision: each candidate's own; attention: models/fastpaths.py
         options.append(("train.threads", [cores, 1]))
-    options.append(("train.dtype", ["float32", "bfloat16"]))  # attention: models/fastpaths.py
     return [(knob, values) for knob, values in options if knob not in fixed]
 
 
@@ -340,18 +340,6 @@ def _faster(values: list, speeds: dict) -> object:
     60 s run's measuring that way on 2026-12-03, and every step after ran on one of two cores)."""
     best = max(speeds, key=speeds.get)
     return best if speeds[best] >= KNOB_GAIN * speeds[values[0]] else values[0]
-
-
-def _path_for(updates: dict, chosen_path: dict, fixed: dict) -> dict:
-    """The fast paths a candidate is measured and trained with: those timed on the mid-sized shape,
-    except that a candidate narrower than train.dtype=auto's probe width trains in float32, as auto
-    would train it (train/precision.py)."""
-    from lmforge.train.precision import PROBE_MIN_WIDTH
-
-    width = int(fixed.get("model.n_embd", updates.get("model.n_embd", PROBE_MIN_WIDTH)))
-    if "train.dtype" in chosen_path and "train.dtype" not in fixed and width < PROBE_MIN_WIDTH:
-        return {**chosen_path, "train.dtype": "float32"}
-    return chosen_path
 
 
 def _path_name(path: dict) -> str:

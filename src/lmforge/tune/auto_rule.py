@@ -79,7 +79,7 @@ CANDIDATES = (
     Shape(4, 192, 128, 16),
     Shape(6, 256, 128, 16),
 )
-FAST_PATH_SHAPE = Shape(2, 128, 128, 8)  # timed in each precision to pick the fast path: mid width, short
+FAST_PATH_SHAPE = Shape(2, 128, 128, 8)  # timed with each thread count: mid width, short
 
 
 def heads_for(n_embd: int) -> int:
@@ -111,7 +111,8 @@ class Measured:
     name: str
     updates: dict  # dotted keys of the candidate (the user's fixed values already in)
     n_params: int  # N of the scaling fit: non-embedding parameters, the head included
-    tokens_per_second: float
+    tokens_per_second: float  # in the precision it trains in
+    speeds: dict = field(default_factory=dict)  # tokens/s in each precision timed
 
 
 @dataclass(frozen=True)
