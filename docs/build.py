@@ -682,7 +682,7 @@ def step_adjust(cache: Path, figures) -> dict:
     reached = [m["val/loss"] for m in metrics if "val/loss" in m][-1]
     rows = [
         [c["name"] + (" **(chosen)**" if c["chosen"] else ""), n(c["n_params"]), n(c["tokens_per_second"]),
-         n(c["tokens"]), f(c["predicted_loss"])]
+         _precision(c), n(c["tokens"]), f(c["predicted_loss"])]
         for c in record["candidates"]
     ]  # fmt: skip
     chosen = record["chosen"]
@@ -690,12 +690,22 @@ def step_adjust(cache: Path, figures) -> dict:
     return {
         "auto_budget": AUTO_BUDGET,
         "auto_probe_seconds": f(record["probe_seconds"], 1),
-        "auto_table": table(["candidate", "N", "tokens/s", "tokens in the budget", "predicted loss"], rows),
-        "auto_paths": "; ".join(
-            f"{_threads(p)}{p['train.dtype']}, {p.get('model.attn_impl', 'auto')}: "
-            f"{n(p['tokens_per_second'])} tok/s"
-            for p in record["fast_paths"]
+        "auto_table": table(
+            [
+                "candidate",
+                "N",
+                "tokens/s",
+                "precision (tokens/s of each)",
+                "tokens in the budget",
+                "predicted loss",
+            ],
+            rows,
         ),
+        "auto_paths": "; ".join(
+            f"{_threads(p).rstrip(', ') or 'default threads'}: {n(p['tokens_per_second'])} tok/s"
+            for p in record["fast_paths"]
+        )
+        or "none (one core)",
         "auto_choice": chosen["name"],
         "auto_lr": f"{chosen['optim.lr']:g}",
         "auto_path": f"{_threads(chosen)}{chosen.get('train.dtype', '')}, "
@@ -703,6 +713,15 @@ def step_adjust(cache: Path, figures) -> dict:
         "auto_predicted": f(record["predicted_loss"]),
         "auto_reached": f(reached),
     }
+
+
+def _precision(candidate: dict) -> str:
+    """The dtype a candidate would train in, and its tokens/s in each precision timed."""
+    timed = candidate.get("tokens_per_second_by_dtype") or {}
+    dtype = candidate.get("dtype") or "-"
+    if len(timed) < 2:
+        return dtype
+    return f"{dtype} ({', '.join(f'{d} {n(v)}' for d, v in timed.items())})"
 
 
 # --- 5. using the model --------------------------------------------------------------------------

@@ -143,14 +143,21 @@ def probe(config: RunConfig, data, device: torch.device) -> dict[str, float]:
 
 
 def time_steps(
-    config: RunConfig, data, device: torch.device, dtypes, slice_seconds: float, rounds: int
+    config: RunConfig,
+    data,
+    device: torch.device,
+    dtypes,
+    slice_seconds: float,
+    rounds: int,
+    slow_warm_up_stands: bool = False,
 ) -> tuple[dict[str, float], int]:
     """Tokens/s of `config`'s training step (forward, backward, clip, optimizer) in each of `dtypes`,
     and the model's non-embedding parameter count. One model, with the threads, allocator and fast
     paths its run would use; its autocast and fast paths are switched between alternating rounds of
     `slice_seconds` each (at least one step), and each dtype's best round counts: other processes only
-    ever slow a round. Warm-up steps are not timed, except on a machine so busy that one takes over
-    three slices: that step's speed then stands for its dtype. The global RNG is left as it was
+    ever slow a round. Warm-up steps are not timed; with `slow_warm_up_stands`, one that takes over
+    three slices (a busy machine, a large model) stands for its dtype instead of more steps. The
+    global RNG is left as it was
     (a run's own initialisation comes after). Used by this module's probe and by `train --auto`."""
     from lmforge.train.engine import apply_update, build_engine, train_step
 
@@ -186,7 +193,7 @@ def time_steps(
                     start = time.perf_counter()
                     one_step()
                     warm_up = time.perf_counter() - start
-                    if warm_up > 3 * slice_seconds:
+                    if slow_warm_up_stands and warm_up > 3 * slice_seconds:
                         best[dtype] = engine.tokens_per_step / warm_up
                         done.add(dtype)
                         continue

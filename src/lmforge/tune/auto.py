@@ -117,7 +117,8 @@ def measure_speed(config, data, device, seconds: float, dtypes: tuple[str, ...] 
     from lmforge.train import precision
 
     dtypes = dtypes or (config.train.dtype,)
-    return precision.time_steps(config, data, device, dtypes, seconds / (2 * len(dtypes)), rounds=2)
+    slice_s = seconds / (2 * len(dtypes))
+    return precision.time_steps(config, data, device, dtypes, slice_s, rounds=2, slow_warm_up_stands=True)
 
 
 def dtypes_to_time(config, device, fixed: dict) -> tuple[str, ...]:
