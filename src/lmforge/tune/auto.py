@@ -112,8 +112,8 @@ def minimum_budget(elapsed: float, count: int) -> float:
 def measure_speed(config, data, device, seconds: float, dtypes: tuple[str, ...] | None = None):
     """Tokens/s of `config`'s real training step (forward, backward, clip, AdamW) on `device` in each
     of `dtypes` (default: the config's own), timed over about `seconds` in all after a warm-up step
-    each, in two alternating rounds; and the model's non-embedding parameter count. The threads, allocator and
-    fast paths are those its run would use (train/precision.py `time_steps`)."""
+    each, in two alternating rounds; and the model's non-embedding parameter count. The threads,
+    allocator and fast paths are those its run would use (train/precision.py `time_steps`)."""
     from lmforge.train import precision
 
     dtypes = dtypes or (config.train.dtype,)
@@ -155,6 +155,7 @@ def plan(
     """
     from lmforge import hardware
     from lmforge.config import apply_updates, build_run_config
+    from lmforge.train import precision
     from lmforge.train.data import open_data
 
     model = load_model(tokenizer_kind)
@@ -216,8 +217,6 @@ def plan(
     # each candidate's speed in the precision(s) its run could take; bfloat16 only where it pays for
     # that shape (the rule of train.dtype=auto: at 2 x 128 bf16 was 1.09x float32 at batch 8 and
     # 1.5x at batch 16 on the Intel Xeon of BENCHMARKS.md, so one shape cannot decide for all)
-    from lmforge.train import precision
-
     measured = []
     for name, updates in shapes:
         config = config_of({**updates, **chosen_path})
