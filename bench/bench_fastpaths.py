@@ -1,4 +1,4 @@
-"""Fast paths on this CPU: each hand-written kernel against the plain ATen op, and the probe's choice.
+"""Fast paths on the CPU it runs on: each hand-written kernel against plain ATen, and the probe's choice.
 
 For every op models/fastpaths.py chooses (tanh-GELU, ReLU², RMSNorm under autograd, attention
 SDPA vs plain matmul-softmax), at the two training shapes of bench_train.py and in fp32 and bf16
@@ -10,7 +10,8 @@ that picks the slower path shows.
 
     python bench/bench_fastpaths.py [--rounds 7] [--threads N] [--shapes small,large] [--write]
 
-`--write` puts the table in BENCHMARKS.md ("## Fast paths on this CPU"); the JSON goes to
+`--write` puts the table in BENCHMARKS.md ("## Fast paths on each CPU", under a heading for this CPU
+model, so the tables of the CPU families we meet stand side by side); the JSON goes to
 bench/.work/fastpaths.json.
 """
 
@@ -30,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge import io  # noqa: E402
-from lmforge.hardware import cpu_description, physical_cores  # noqa: E402
+from lmforge.hardware import cpu_description, cpu_model, physical_cores, reuse_freed_memory  # noqa: E402
 from lmforge.models import fastpaths  # noqa: E402
 from lmforge.models.gpt import GPTConfig  # noqa: E402
 
-SECTION = "## Fast paths on this CPU"
+PARENT = "## Fast paths on each CPU"
 SHAPES = {  # bench_train.py's shapes: (n_layer, n_head, n_embd, seq_len, batch)
     "small": dict(n_head=4, n_embd=128, seq_len=64, batch=12),  # nanoGPT's CPU recipe
     "large": dict(n_head=6, n_embd=384, seq_len=256, batch=16),  # nanoGPT's GPU-sized Shakespeare
@@ -100,13 +101,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = physical cores (as training)")
     ap.add_argument("--shapes", default="small,large", help="comma-separated, from: " + ", ".join(SHAPES))
-    ap.add_argument("--write", action="store_true", help=f"put the table in BENCHMARKS.md ({SECTION})")
+    ap.add_argument("--write", action="store_true", help=f"put the table in BENCHMARKS.md ({PARENT})")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     if any(s not in SHAPES for s in shapes):
         ap.error(f"--shapes takes names from {', '.join(SHAPES)}")
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
+    reuse_freed_memory()  # as `lmforge train` (train.allocator=reuse) runs these ops and its probe
     print(f"CPU: {cpu_description()}; torch {torch.__version__}, {threads} threads", flush=True)
     load_before, start = os.getloadavg()[0], time.perf_counter()
     rows = []
@@ -120,8 +122,9 @@ def main() -> None:
     probe = fastpaths.choose(cfg, fastpaths.shape_of(cfg, SHAPES[shapes[-1]]["batch"], "bfloat16", threads))
     seconds = time.perf_counter() - start
     load_after = os.getloadavg()[0]
+    heading = f"### {cpu_model()}"
     section = "\n".join([
-        SECTION,
+        heading,
         "",
         f"Machine: {cpu_description()}; Python {platform.python_version()}, torch {torch.__version__}, "
         f"{threads} torch threads; 1-minute load average {load_before:.1f} at the start and "
@@ -151,12 +154,15 @@ def main() -> None:
     if args.write:
         path = ROOT / "BENCHMARKS.md"
         text = path.read_text(encoding="utf-8")
-        begin = text.find(SECTION)
-        if begin >= 0:  # replace the old section
-            end = text.find("\n## ", begin + 5)
-            end = len(text) if end < 0 else end + 1
-        else:  # new: before the training table, which these choices feed
-            begin = end = max(0, text.find("## Training throughput"))
+        top = text.find(PARENT)
+        if top < 0:
+            sys.exit(f"BENCHMARKS.md has no '{PARENT}' section to write into")
+        bottom = text.find("\n## ", top + 1) + 1 or len(text)
+        begin = text.find(f"\n{heading}\n", top, bottom) + 1
+        if begin > 0:  # replace this CPU's old table, up to the next heading of its level or above
+            end = min(i + 1 for i in (text.find("\n### ", begin), bottom - 1, len(text) - 1) if i >= begin)
+        else:  # a CPU not seen before: its table goes first, after the section's introduction
+            begin = end = text.find("\n### ", top, bottom) + 1 or bottom
         rest = text[end:]
         io.write_text(path, text[:begin] + section + ("\n\n" + rest if rest else "\n"))
         print("wrote BENCHMARKS.md")

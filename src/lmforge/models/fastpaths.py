@@ -3,7 +3,7 @@
 The hand-written autograd functions in layers.py (tanh-GELU, RMSNorm, ReLU²) and the plain
 matmul-softmax attention were each faster than ATen on the CPU they were written on and slower on
 another: on a Zen 4 ATen's tanh was slow, on a Xeon with AMX ATen's GELU is twice as fast as ours and
-plain attention beats SDPA under bf16 (BENCHMARKS.md, "Fast paths on this CPU"). So no path is
+plain attention beats SDPA under bf16 (BENCHMARKS.md, "Fast paths on each CPU"). So no path is
 assumed: before training, `probe` times each one the model uses against the plain ATen op, forward
 and backward, at the run's own shape, dtype and thread count, and takes ours only when it is clearly
 faster (a tie goes to ATen, so a path is never slower than ATen by more than the timing noise).
@@ -37,11 +37,15 @@ from lmforge.models import layers
 logger = logging.getLogger(__name__)
 
 CACHE_NAME = "fastpaths.json"
-FORMAT = 1  # bump when an entry's meaning changes: older files are then ignored and rewritten
+FORMAT = 2  # bump when an entry's meaning changes: older files are then ignored and rewritten (2: timed
+#             at the run's own size up to MAX_ELEMENTS / MAX_TOKENS, where 1 timed a cache-sized slice)
 MAX_ENTRIES = 256  # the oldest go first (a home folder shared by many machines stays small)
 TIE = 0.05  # ours must be this much faster (fwd + bwd of the best rounds) to be chosen over ATen
-MAX_ELEMENTS = 1 << 20  # an elementwise op's input timed at most (4 MB in fp32: past the L2, as the run)
-MAX_TOKENS = 512  # attention: B * T timed at most
+# An elementwise op's input timed at most: 64 MB in fp32, past the last-level cache of the CPUs we
+# meet, where the cost grows in proportion. A smaller cap misjudged: on a Zen 4 our fp32 GELU beat
+# ATen's by 1.3x on 4M elements and lost by 1.35x on the large shape's 6.3M (bench_fastpaths.py).
+MAX_ELEMENTS = 1 << 24
+MAX_TOKENS = 4096  # attention: B * T timed at most (512 chose math where SDPA was 6% faster on a Zen 4)
 ROUNDS = 15  # timed rounds per contender at most, alternating, after one warm-up each
 OP_SECONDS = 0.15  # stop an op's rounds after this long (at least 2 rounds were timed)
 MATH_BYTES = 256 << 20  # plain attention keeps (B, n_head, T, T) scores: above this, SDPA without asking

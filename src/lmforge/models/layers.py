@@ -126,7 +126,7 @@ class _GELUTanhFn(torch.autograd.Function):
 
     On a 2-core Zen 4 ATen's tanh-GELU kernels took 7 ms forward and 6 ms backward on a (4096, 1536)
     bf16 tensor -- its tanh was slow there -- while these 4 + 6 ops cost ~4.4 + 5.2 ms. On a Xeon with
-    AMX it is the other way round (BENCHMARKS.md, "Fast paths on this CPU"), so it runs only where
+    AMX it is the other way round (BENCHMARKS.md, "Fast paths on each CPU"), so it runs only where
     the probe (fastpaths.py) measured it faster.
     """
 

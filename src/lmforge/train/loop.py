@@ -110,13 +110,14 @@ def train(
     checkpoint = run_folder.open_run(run_dir, config, data, resume, allow_data_change, main, run_notes)
     state = TrainState.from_meta(checkpoint.meta) if checkpoint else TrainState(max_steps=tcfg.max_steps)
     env = _setup_threads(tcfg, device, dinfo, checkpoint)
+    # the allocator first: the fast-path probe times its ops under the memory reuse the steps get
+    reuse = device.type == "cpu" and tcfg.allocator == "reuse" and hardware.reuse_freed_memory()
     pinned = (checkpoint.meta.get("environment") or {}).get("fast_paths") if checkpoint else None
     paths = fastpaths.setup(config.model, tcfg, device, write=main, pinned=pinned) if main else None
     if dinfo.enabled:  # one probe (rank 0's), and every rank runs the kernels it chose
         pin = dist.broadcast_object(paths.pin() if main else None, dinfo)
         paths = paths or fastpaths.setup(config.model, tcfg, device, write=False, pinned=pin)
     env["fast_paths"] = paths.pin()  # a resume here runs the same kernels, so it stays bit-exact
-    reuse = device.type == "cpu" and tcfg.allocator == "reuse" and hardware.reuse_freed_memory()
     say_once(precision_choice.line())
     say_once(paths.line())
     if reuse:
