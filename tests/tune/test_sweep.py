@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 
+import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 import lmforge.tune.sweep as sweep_module
 from lmforge.cli import main
@@ -27,9 +30,10 @@ steps = 20
 """
 
 
-def write_sweep(tmp_path, data, body: str, name: str = "sweep.toml"):
+def write_sweep(tmp_path, data, body: str, name: str = "sweep.toml", base: str = "", steps: int = 20):
     path = tmp_path / name
-    path.write_text(f'data = "{data}"\n{body}\n{BASE}', encoding="utf-8")
+    text = f'data = "{data}"\n{body}\n{BASE}{base}'.replace("steps = 20", f"steps = {steps}", 1)
+    path.write_text(text, encoding="utf-8")
     return str(path)
 
 
@@ -142,3 +146,75 @@ def test_bad_sweep_settings(char_data, tmp_path, capsys):
     missing = write_sweep(tmp_path, tmp_path / "no-data", space)
     assert main(["sweep", "--config", missing, "--out", str(tmp_path / "sw")]) == 2
     assert main(["sweep", "--config", str(tmp_path / "absent.toml"), "--out", str(tmp_path / "sw")]) == 2
+
+
+@pytest.fixture(scope="module")
+def two_sources(tmp_path_factory):
+    """Data from two sources that share no letters: lowercase 'verse' and uppercase-and-digit 'codes'."""
+    import random
+
+    folder = tmp_path_factory.mktemp("mix")
+    rng = random.Random(1)
+    for name, letters in (("verse", "abcdefgh"), ("codes", "XYZ0123")):
+        src = folder / name
+        src.mkdir()
+        for i in range(10):
+            lines = ["".join(rng.choice(letters + "  ") for _ in range(60)) for _ in range(30)]
+            (src / f"{name}_{i:02d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = folder / "data"
+    args = ["data", "prepare", "--source", str(folder / "verse"), "--source", str(folder / "codes")]
+    assert main([*args, "--out", str(out), "--tokenizer", "char", "--split", "tail", "--json"]) == 0
+    return out
+
+
+def test_a_mix_sweep_picks_the_weights_for_one_sources_text(two_sources, tmp_path):
+    # The target is the verse's validation text alone: the trial that trains on verse must win,
+    # though the mixture's own val/bpb (both sources) could rank the trials either way.
+    body = (
+        'method = "grid"\nmetric = "val/bpb@verse"\nn_trials = 2\n'
+        '[space]\n"data.weights.verse" = { choices = [0.0, 1.0] }'
+    )
+    extra = '"data.weights.codes" = 1.0\n"optim.lr" = 1e-2\n'
+    config = write_sweep(tmp_path, two_sources, body, base=extra, steps=150)
+    out = tmp_path / "sw"
+    assert main(["sweep", "--config", config, "--out", str(out)]) == 0
+    results = rows(out)
+    assert list(results[0])[2:6] == ["val_bpb@verse", "val_bpb", "val_loss", "val_bpb@codes"]
+    assert [float(r["data.weights.verse"]) for r in results] == [1.0, 0.0]
+    verse = [float(r["val_bpb@verse"]) for r in results]
+    assert verse[0] < verse[1] - 0.5  # never having seen a verse letter costs bits on every one
+    for r in results:
+        mean = (float(r["val_bpb@verse"]) + float(r["val_bpb@codes"])) / 2
+        assert float(r["val_bpb@mean"]) == pytest.approx(mean)
+    best = load_config(out / "best.toml", [], vocab_size=None)
+    assert best.data.weights == {"codes": 1.0, "verse": 1.0}
+    assert "val_bpb@verse" in (out / "results.md").read_text()
+
+    # For the codes' text the winner is the mix without verse, which the mixture's val/bpb ranks last.
+    config = write_sweep(tmp_path, two_sources, body.replace("@verse", "@codes"), base=extra, steps=150)
+    assert main(["sweep", "--config", config, "--out", str(tmp_path / "sw2")]) == 0
+    results = rows(tmp_path / "sw2")
+    assert [float(r["data.weights.verse"]) for r in results] == [0.0, 1.0]
+    assert float(results[0]["val_bpb"]) > float(results[1]["val_bpb"])
+    journal = JournalStorage(JournalFileBackend(str(tmp_path / "sw2" / "optuna.journal")))
+    study = optuna.load_study(study_name=sweep_module.STUDY, storage=journal)
+    for trial in study.trials:  # what Optuna searches on is the target, not the mixture's val/bpb
+        assert trial.value == pytest.approx(trial.user_attrs["val_bpb@codes"])
+
+
+@pytest.mark.parametrize(
+    ("metric", "data", "message"),
+    [
+        ("val/bpb@nope", "two", "no source 'nope'"),
+        ("val/bpb@mean", "one", "needs data with several sources"),
+        ("val/bpb@", "two", "use one of val/bpb, val/loss, val/bpb@SOURCE, val/bpb@mean"),
+    ],
+)
+def test_a_per_source_metric_must_name_a_source_of_the_data(
+    two_sources, char_data, tmp_path, capsys, metric, data, message
+):
+    body = f'metric = "{metric}"\n[space]\n"optim.lr" = {{ choices = [1e-3] }}'
+    config = write_sweep(tmp_path, two_sources if data == "two" else char_data, body)
+    assert main(["sweep", "--config", config, "--out", str(tmp_path / "sw")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "sw" / "trials").exists()

@@ -5,7 +5,8 @@
     preset = "gpt-tiny"          # optional base preset (a file or a preset name)
     method = "tpe"               # grid | random | tpe (Optuna's Tree-structured Parzen Estimator)
     n_trials = 12                # grid: at most the grid's size
-    metric = "val/bpb"           # val/bpb | val/loss (minimised)
+    metric = "val/bpb"           # val/bpb | val/loss (minimised); with several sources also
+                                 # val/bpb@SOURCE (that source's validation text alone) | val/bpb@mean
     seed = 0                     # sampler seed
     prune = true                 # stop trials whose intermediate validation is below the median
     prune_startup_trials = 2     # trials that always finish before pruning starts
@@ -46,7 +47,12 @@ writes), and the objective is the task's validation metric (maximised; the basel
 [budget] is optional there: without it each trial's length is the recipe's (or `finetune.epochs`).
 
 Mixture weights: once any `data.weights.*` is set, a source without a weight gets no batches (see
-train/loop.py `open_data`), so a sweep over one source's weight sets the others in [base].
+train/loop.py `open_data`), so a sweep over one source's weight sets the others in [base]. To pick a
+mix for a target, sweep the weights with a short budget (a proxy run) and make the target the metric:
+`val/bpb@SOURCE` is the bits-per-byte of that source's validation text alone, `val/bpb@mean` the
+plain mean over the sources (each kind of text counts once, however much of it there is), where
+`val/bpb` weighs them by their validation tokens. Every trial of a sweep over data with several
+sources records each source's bits-per-byte (results.md shows them beside the weights).
 
 Everything is checked before the first trial runs: unknown keys (with the same suggestions as
 `lmforge train`), wrong types, empty ranges, and each value against the base config -- a typo must
@@ -85,6 +91,7 @@ TOP_KEYS = {
 VERBS = ("train", "finetune")
 METHODS = ("grid", "random", "tpe")
 METRICS = ("val/bpb", "val/loss")
+PER_SOURCE = "val/bpb@"  # + a source's name, or "mean": a training sweep's per-source objective
 # finetune sweeps: the metrics of each task kind, the default objective first (all but the loss maximised)
 TASK_METRICS = {
     "classify": ("val/macro_f1", "val/accuracy", "val/loss"),
@@ -172,7 +179,14 @@ class SweepSpec:
     @property
     def maximize(self) -> bool:
         """Task metrics (accuracy, F1, BLEU, ...) are maximised; losses and bits-per-byte minimised."""
-        return self.metric not in ("val/bpb", "val/loss")
+        return self.metric not in ("val/bpb", "val/loss") and not self.per_source
+
+    @property
+    def per_source(self) -> str | None:
+        """The source (or "mean") of a val/bpb@SOURCE objective; None for any other metric."""
+        if self.verb == "train" and self.metric.startswith(PER_SOURCE):
+            return self.metric.removeprefix(PER_SOURCE)
+        return None
 
     def to_json(self) -> str:
         """A stable description, stored in SWEEP_DIR so a resume can refuse a changed sweep."""
@@ -272,7 +286,9 @@ def parse_sweep(tree: dict) -> SweepSpec:
     )
     if spec.method not in METHODS:
         raise UserError(f"method '{spec.method}' is not one of {', '.join(METHODS)}")
-    if spec.metric not in metrics:
+    if spec.metric not in metrics and not (spec.per_source and spec.per_source.strip()):
+        if verb == "train":
+            metrics = (*metrics, f"{PER_SOURCE}SOURCE", f"{PER_SOURCE}mean")
         what = f"--task {finetune['task']}" if verb == "finetune" else "a training sweep"
         raise UserError(f"metric '{spec.metric}' does not fit {what}; use one of {', '.join(metrics)}")
     if verb == "finetune":
@@ -388,6 +404,15 @@ def check_space(spec: SweepSpec, preset_path: Path | None, vocab_size: int, sour
     """Every searched value must name a real key, have the right type and fit the base config."""
     base = base_tree(spec, preset_path)
     build_run_config(trial_tree(spec, base, {}), vocab_size)
+    target = spec.per_source
+    if target is not None and len(sources) < 2:
+        raise UserError(
+            f"metric '{spec.metric}' needs data with several sources; this data has "
+            f"{len(sources)} (use val/bpb, or prepare the data from several --source)"
+        )
+    if target is not None and target != "mean" and target not in sources:
+        known = ", ".join([*sources, "mean"])
+        raise UserError(f"metric '{spec.metric}': no source '{target}' in the data; known: {known}")
     for param in spec.space:
         if param.name.startswith("data.weights."):
             source = param.name.split(".", 2)[2]

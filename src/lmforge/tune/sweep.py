@@ -189,6 +189,7 @@ def run_sweep(
     """Run the sweep's remaining trials into OUT_DIR; returns a summary (best trial, counts)."""
     optuna = _optuna()
     out_dir = Path(out_dir)
+    sources: list[str] = []
     if spec.verb == "finetune":
         task_data = check_task_space(spec)  # before any trial runs
     else:
@@ -222,6 +223,8 @@ def run_sweep(
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
 
         def on_eval(step: int, record: dict) -> bool:
+            if spec.per_source is not None:  # the mixture's val/bpb is not the objective: no pruning
+                return False
             if spec.verb == "finetune":  # the loss, in the objective's direction (see task_trials.py)
                 trial.report(-record["val/loss"] if spec.maximize else record["val/loss"], step)
             else:
@@ -260,6 +263,10 @@ def run_sweep(
             _record_task_metrics(trial, spec, metrics, run_dir)
         else:
             trial.set_user_attr("val_bpb", val.get("bpb"))
+            if len(sources) > 1 and result.stopped_by != "on_eval":
+                for name, bpb in per_source_bpb(run_dir, data_dir, config.train.eval_tokens).items():
+                    trial.set_user_attr(f"val_bpb@{name}", bpb)
+                    metrics[f"bpb@{name}"] = bpb
         if result.stopped_by == "on_eval":
             logger.info(
                 f"trial {trial.number:03d}: {shown} -> pruned at step {result.steps} ({seconds:.1f}s)"
@@ -267,6 +274,10 @@ def run_sweep(
             raise optuna.TrialPruned()
         name = spec.metric.removeprefix("val/")
         value = val.get(name) if name in ("loss", "bpb") else metrics.get(name)
+        if value is None and spec.per_source is not None:
+            trial.set_user_attr("error", f"no validation text of source '{spec.per_source}' to score")
+            logger.info(f"trial {trial.number:03d}: {shown} -> failed: no validation text of that source")
+            return math.nan
         value = math.nan if value is None else value
         if not math.isfinite(value):
             trial.set_user_attr("error", "diverged: the final validation metric is not finite")
@@ -285,6 +296,19 @@ def run_sweep(
     finally:  # results on disk even after Ctrl-C: they show what finished
         summary = write_results(study, spec, out_dir, optuna)
     return summary
+
+
+def per_source_bpb(run_dir: Path, data_dir: Path, eval_tokens: int) -> dict[str, float]:
+    """Each source's validation bits-per-byte under the trial's final model, and their plain mean."""
+    from lmforge import runs
+    from lmforge.eval.report import per_source_bpb as evaluate
+
+    with logs.silenced("lmforge"):
+        loaded = runs.load_run(run_dir, quiet=True)
+    by_source = {name: m["bpb"] for name, m in evaluate(loaded, data_dir, eval_tokens or None).items()}
+    if by_source:
+        by_source["mean"] = sum(by_source.values()) / len(by_source)
+    return by_source
 
 
 def _record_task_metrics(trial, spec: SweepSpec, metrics: dict, run_dir: Path) -> None:
