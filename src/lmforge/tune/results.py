@@ -26,10 +26,10 @@ def trial_rows(study, spec: SweepSpec, optuna) -> list[dict]:
     A finetune sweep's rows have the task's metrics, the baseline of the objective, epochs and lr."""
     states = optuna.trial.TrialState
     rows = []
-    # a sweep over data with several sources: each source's bits-per-byte, the objective's first
+    # a sweep over data with several sources: each source's bits-per-byte (the objective's first)
     per_source = {k for t in study.trials for k in t.user_attrs if k.startswith("val_bpb@")}
     per_source |= {column(spec.metric)} if spec.per_source is not None else set()
-    per_source = sorted(per_source, key=lambda k: (k != column(spec.metric), k == "val_bpb@mean", k))
+    per_source = sorted(per_source, key=lambda k: (k == "val_bpb@mean", k))  # the mean last
     for t in study.trials:
         if t.state == states.WAITING:
             continue
@@ -44,9 +44,8 @@ def trial_rows(study, spec: SweepSpec, optuna) -> list[dict]:
             metrics["baseline"] = t.user_attrs.get("baseline")
             extra = {"epochs": t.user_attrs.get("epochs"), "lr": t.user_attrs.get("lr")}
         else:
-            metrics = {k: t.user_attrs.get(k) for k in per_source if k == column(spec.metric)}
-            metrics |= {"val_bpb": t.user_attrs.get("val_bpb"), "val_loss": t.user_attrs.get("val_loss")}
-            metrics |= {k: t.user_attrs.get(k) for k in per_source}
+            objective = [k for k in per_source if k == column(spec.metric)]
+            metrics = {k: t.user_attrs.get(k) for k in [*objective, "val_bpb", "val_loss", *per_source]}
             extra = {}
         rows.append(
             {

@@ -264,7 +264,7 @@ def run_sweep(
         else:
             trial.set_user_attr("val_bpb", val.get("bpb"))
             if len(sources) > 1 and result.stopped_by != "on_eval":
-                for name, bpb in per_source_bpb(run_dir, data_dir, config.train.eval_tokens).items():
+                for name, bpb in _bpb_by_source(run_dir, data_dir, config.train.eval_tokens).items():
                     trial.set_user_attr(f"val_bpb@{name}", bpb)
                     metrics[f"bpb@{name}"] = bpb
         if result.stopped_by == "on_eval":
@@ -298,14 +298,14 @@ def run_sweep(
     return summary
 
 
-def per_source_bpb(run_dir: Path, data_dir: Path, eval_tokens: int) -> dict[str, float]:
+def _bpb_by_source(run_dir: Path, data_dir: Path, eval_tokens: int) -> dict[str, float]:
     """Each source's validation bits-per-byte under the trial's final model, and their plain mean."""
     from lmforge import runs
-    from lmforge.eval.report import per_source_bpb as evaluate
+    from lmforge.eval.report import per_source_bpb
 
     with logs.silenced("lmforge"):
         loaded = runs.load_run(run_dir, quiet=True)
-    by_source = {name: m["bpb"] for name, m in evaluate(loaded, data_dir, eval_tokens or None).items()}
+    by_source = {name: m["bpb"] for name, m in per_source_bpb(loaded, data_dir, eval_tokens or None).items()}
     if by_source:
         by_source["mean"] = sum(by_source.values()) / len(by_source)
     return by_source
