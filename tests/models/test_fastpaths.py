@@ -157,7 +157,7 @@ def test_the_faster_path_wins_and_a_tie_goes_to_aten():
 
 def test_the_probe_times_the_runs_own_micro_step_up_to_a_cap_past_the_cache():
     # Timed on a slice that fits a cache, a path can win the probe and lose in the run (our fp32 GELU
-    # on a Zen 4: ~1.3x faster on 1-2M elements, ~1.35x slower on the large shape's 6.3M).
+    # on a Zen 4: faster on 1M elements, slower on the large shape's 6.3M; bench/probe_cap.py).
     large = fastpaths.ProbeShape(16, 256, 384, 1536, 6, 6, "float32", 2)
     for op, path in (("gelu", "ours"), ("rms_norm", "aten"), ("attention", "math")):
         _, probed, _ = fastpaths._case(op, large, path, cap=True)

@@ -42,8 +42,8 @@ FORMAT = 2  # bump when an entry's meaning changes: older files are then ignored
 MAX_ENTRIES = 256  # the oldest go first (a home folder shared by many machines stays small)
 TIE = 0.05  # ours must be this much faster (fwd + bwd of the best rounds) to be chosen over ATen
 # An elementwise op's input timed at most: 64 MB in fp32, past the last-level cache of the CPUs we
-# meet, where the cost grows in proportion. A smaller cap misjudged: on a Zen 4 our fp32 GELU beat
-# ATen's by ~1.3x on 1-2M elements and lost by ~1.35x on the large shape's 6.3M (bench/probe_cap.py).
+# meet, where the cost grows in proportion. A smaller cap misjudged: on a Zen 4 our fp32 GELU won the
+# probe on 1M elements and lost to ATen's on the large shape's 6.3M (BENCHMARKS.md, bench/probe_cap.py).
 MAX_ELEMENTS = 1 << 24
 MAX_TOKENS = 4096  # attention: B * T timed at most (512 chose math where SDPA was as fast: probe_cap.py)
 ROUNDS = 15  # timed rounds per contender at most, alternating, after one warm-up each
