@@ -666,6 +666,7 @@ def step_adjust(cache: Path, figures) -> dict:
     from lmforge import runs
     from lmforge.cli import main as cli
     from lmforge.data.builtin import default_cache_dir
+    from lmforge.eval.auto_report import timed_twice
 
     data, run = cache / "data" / "modern", cache / "runs" / "auto"
     prepare_data(data, ["shakespeare"], "bpe", default_cache_dir(os.environ))  # cached: the data step's
@@ -681,7 +682,8 @@ def step_adjust(cache: Path, figures) -> dict:
     metrics = runs.read_metrics(run)
     reached = [m["val/loss"] for m in metrics if "val/loss" in m][-1]
     rows = [
-        [c["name"] + (" **(chosen)**" if c["chosen"] else ""), n(c["n_params"]), n(c["tokens_per_second"]),
+        [c["name"] + (" **(chosen)**" if c["chosen"] else "") + timed_twice(c),
+         n(c["n_params"]), n(c["tokens_per_second"]),
          _precision(c), n(c["tokens"]), f(c["predicted_loss"])]
         for c in record["candidates"]
     ]  # fmt: skip
@@ -706,6 +708,12 @@ def step_adjust(cache: Path, figures) -> dict:
             for p in record["fast_paths"]
         )
         or "none (one core)",
+        "auto_not_timed": "; ".join(
+            f"{c['name']} (at most {n(c['tokens_per_second_bound'])} tok/s, "
+            f"predicted {f(c['best_case_loss'])} at best)"
+            for c in record.get("not_timed", [])
+        )
+        or "none (each could have won)",
         "auto_choice": chosen["name"],
         "auto_lr": f"{chosen['optim.lr']:g}",
         "auto_path": f"{_threads(chosen)}{chosen.get('train.dtype', '')}, "
@@ -719,6 +727,8 @@ def _precision(candidate: dict) -> str:
     """The dtype a candidate would train in, and its tokens/s in each precision timed."""
     timed = candidate.get("tokens_per_second_by_dtype") or {}
     dtype = candidate.get("dtype") or "-"
+    if candidate.get("dtype_from"):
+        return f"{dtype} (as at {candidate['dtype_from']})"
     if len(timed) < 2:
         return dtype
     return f"{dtype} ({', '.join(f'{d} {n(v)}' for d, v in timed.items())})"

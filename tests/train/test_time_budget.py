@@ -40,6 +40,9 @@ def test_budget_keeps_the_final_evaluation_and_save_in_reserve():
     assert budget.reserve == 1.0  # one measurement is not yet the whole tail
     budget.observe_save(0.25)
     assert budget.reserve == 0.75 and budget.deadline == 9.25
+    # an evaluation due now is the final one when, after it, under half a step would be left to train
+    assert not budget.ends_with(8.0)  # 8.0 + 0.75 leaves 0.5 s (5 steps) before the deadline
+    assert budget.ends_with(8.46) and budget.ends_with(9.0)  # 8.46 + 0.75 + 0.05 >= 9.25
     for _ in range(30):
         budget.observe_step(0.2)  # the machine got twice as slow: the estimate follows within steps
     assert budget.step_seconds == pytest.approx(0.2, rel=1e-2)

@@ -32,7 +32,8 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
         "",
     ]
     rows = [
-        [c["name"] + (" **(chosen)**" if c.get("chosen") else ""), c["n_params"],
+        [c["name"] + (" **(chosen)**" if c.get("chosen") else "") + timed_twice(c),
+         c["n_params"],
          round(c["tokens_per_second"]), _precisions(c), c["tokens"],
          c.get("fit_loss", c["predicted_loss"]), c["predicted_loss"]]
         for c in auto.get("candidates", [])
@@ -51,6 +52,13 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
             rows,
         )
     )
+    if auto.get("not_timed"):
+        skipped = "; ".join(
+            f"{c['name']} (N {c['n_params']:,}: at most {round(c['tokens_per_second_bound']):,} tokens/s, "
+            f"predicted {_fmt(c['best_case_loss'])} at best, above {c['leader']})"
+            for c in auto["not_timed"]
+        )
+        lines += ["", f"Not timed, since even at their fastest they could not win: {skipped}."]
     if auto.get("fast_paths"):
         paths = [[p.get("train.threads", "-"), p.get("train.dtype", "-"), p.get("model.attn_impl", "-"),
                   round(p["tokens_per_second"])] for p in auto["fast_paths"]]  # fmt: skip
@@ -62,6 +70,13 @@ def _precisions(candidate: dict) -> str:
     """`bfloat16 (float32 12,000, bfloat16 18,000)`: the dtype it would train in and what decided it."""
     dtype = candidate.get("dtype") or "-"
     timed = candidate.get("tokens_per_second_by_dtype") or {}
+    if candidate.get("dtype_from"):
+        return f"{dtype} (as at {candidate['dtype_from']}, whose matmuls are no larger)"
     if len(timed) < 2:
         return str(dtype)
     return f"{dtype} ({', '.join(f'{d} {round(v):,}' for d, v in timed.items())})"
+
+
+def timed_twice(candidate: dict) -> str:
+    """A mark for a candidate timed a second time (a slowed slice could have cost it the choice)."""
+    return " (timed twice)" if candidate.get("timed_again") else ""

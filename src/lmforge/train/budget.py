@@ -50,6 +50,12 @@ class TimeBudget:
         """Would another step end nearer the deadline than stopping now does?"""
         return elapsed + 0.5 * self.step_seconds >= self.deadline
 
+    def ends_with(self, elapsed: float) -> bool:
+        """Should an evaluation (and checkpoint) due now be the final one? Yes when, once it is done,
+        the deadline would leave under half a step of training before the final pair: without this a
+        run evaluated and saved twice in a row at its end (a 60 s --auto run lost 0.57 s so)."""
+        return self.spent(elapsed + self.eval_seconds + self.save_seconds)
+
     def horizon(self, step: int, elapsed: float) -> int:
         """The steps the run will have done at the deadline at today's pace (an estimate)."""
         left = max(0.0, self.deadline - elapsed)

@@ -162,12 +162,15 @@ def train(
             stopped_by = stop.reason or _limit_reached(
                 state, tcfg, budget, now, start_step, engine.tokens_per_step
             )
+            due = state.step > start_step and state.step % tcfg.eval_every == 0
+            if due and stopped_by is None and budget and budget.ends_with(now):
+                stopped_by = "time_budget"  # the evaluation due now would be the last but one: make it last
             if dinfo.enabled and dist.any_rank(stopped_by is not None, dinfo) and stopped_by is None:
                 stopped_by = "another rank stopped"  # e.g. SIGTERM reached one rank
             last = stopped_by is not None
 
             # --- evaluate on a fixed validation slice ---
-            if state.step > start_step and (state.step % tcfg.eval_every == 0 or last):
+            if due or (last and state.step > start_step):
                 seconds = time.perf_counter()
                 record = _evaluate(engine, data, tcfg, state, now, book)
                 last_val, last_val_step = record["val"], state.step

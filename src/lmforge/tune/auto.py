@@ -13,7 +13,9 @@ made where the run happens, in three measured steps and one prediction:
    real training steps (`train/engine.py`'s own step, optimizer included), warm-up excluded: tokens/s,
    in float32 and under bf16 autocast where train.dtype=auto would time both, alternating; it trains
    in bfloat16 only if that was train/precision.py's GAIN faster *for that shape* (the gain grows
-   with width and batch: one shape's verdict does not carry to another).
+   with width and batch: a verdict carries only to shapes whose every matmul is at least as large).
+   Smallest first; a shape that could not win even at an upper bound on its speed (from the smaller
+   shapes' speeds and its FLOPs per token, auto_rule.THROUGHPUT_GROWTH) is not timed at all.
 3. **tokens** -- what each would see in the budget: D = tokens/s x (budget - start-up - probe - the
    evaluations it will make).
 4. **loss** -- the project's scaling fit L(N, D) = E + A/N^alpha + B/D^beta (tune/scaling.py; the
@@ -40,6 +42,7 @@ measuring around it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -57,12 +60,16 @@ from lmforge.tune.auto_rule import (
     PROBE_SHARE,
     PROBE_SLICE,
     RECIPE,
+    SPEED_SLACK,
+    THROUGHPUT_GROWTH,
     Measured,
+    best_case_loss,
     choose,
     eval_tokens_for,
     heads_for,
     load_model,
     lr_for,
+    predict,
 )
 
 logger = logging.getLogger(__name__)
@@ -216,25 +223,60 @@ def plan(
 
     # each candidate's speed in the precision(s) its run could take; bfloat16 only where it pays for
     # that shape (the rule of train.dtype=auto: at 2 x 128 bf16 was 1.09x float32 at batch 8 and
-    # 1.5x at batch 16 on the Intel Xeon of BENCHMARKS.md, so one shape cannot decide for all)
-    measured = []
+    # 1.5x at batch 16 on the Intel Xeon of BENCHMARKS.md, so one shape cannot decide for all -- but a
+    # shape whose every matmul is at least as large as a winner's gains at least as much). Smallest
+    # first, and a candidate that could not win even at a bound on its speed is not timed at all:
+    # at a 60 s budget, timing all of them took a sixth of it (BENCHMARKS.md, "--auto").
+    eval_tokens = first.train.eval_tokens
+    measured: list[Measured] = []
+    costs: dict[str, Cost] = {}
+    dtype_from: dict[str, str] = {}
+    not_timed: list[dict] = []
     for name, updates in shapes:
         config = config_of({**updates, **chosen_path})
-        by_dtype, n_params = measure_speed(config, data, device, len(timed[name]) * slice_s, timed[name])
+        cost, n_params = _cost(config)
+        dtypes = timed[name]
+        winner = _bf16_winner(cost, dtypes, measured, costs)
+        if winner is not None:
+            dtypes, dtype_from[name] = ("bfloat16",), winner
+        bound = _speed_bound(cost, dtypes, measured, costs)
+        seconds = budget - elapsed() - MARGIN_SECONDS
+        if bound is not None and seconds > 0:
+            predictions = [predict(m, model, seconds, unique_tokens, eval_tokens) for m in measured]
+            leader = min(predictions, key=lambda p: p.predicted_loss)
+            at_best = best_case_loss(name, n_params, bound, model, seconds, unique_tokens, eval_tokens)
+            if at_best >= leader.predicted_loss:
+                not_timed.append(
+                    {"name": name, "n_params": n_params, "tokens_per_second_bound": round(bound, 1),
+                     "best_case_loss": round(at_best, 4), "leader": leader.measured.name}
+                )  # fmt: skip
+                logger.info(
+                    f"auto: {name}: {n_params:,} parameters, not timed: even at {bound / 1e3:.1f}k tok/s "
+                    f"its predicted loss {at_best:.4f} is above {leader.measured.name}'s "
+                    f"{leader.predicted_loss:.4f}"
+                )
+                continue
+        by_dtype, n_params = measure_speed(config, data, device, len(dtypes) * slice_s, dtypes)
+        costs[name] = cost
         dtype = precision.faster(by_dtype)
         path = {**chosen_path, **({"train.dtype": dtype} if "train.dtype" not in fixed else {})}
         measured.append(Measured(name, {**updates, **path}, n_params, by_dtype[dtype], by_dtype))
         speeds = ", ".join(f"{d} {s / 1e3:.1f}k" for d, s in by_dtype.items())
-        logger.info(f"auto: {name}: {n_params:,} parameters, tok/s {speeds} -> {dtype}")
+        why = f" (bf16 won at {dtype_from[name]}, whose matmuls are no larger)" if name in dtype_from else ""
+        logger.info(f"auto: {name}: {n_params:,} parameters, tok/s {speeds} -> {dtype}{why}")
         step_tokens = config.train.batch_size * config.model.seq_len
         if by_dtype[dtype] * (budget - elapsed() - MARGIN_SECONDS) / step_tokens < 100:
             break  # under 100 steps in the budget: the larger shapes after it are slower still
         if elapsed() > probe_end:
+            left = len(shapes) - len(measured) - len(not_timed)
             logger.info(
-                f"auto: measuring took its share of the budget; the {len(shapes) - len(measured)} larger "
-                "candidates are left out"
+                f"auto: measuring took its share of the budget; the {left} larger candidates are left out"
             )
             break
+    timed_again = _time_again_where_it_could_matter(
+        measured, model, budget - elapsed() - MARGIN_SECONDS, unique_tokens, eval_tokens,
+        lambda m: measure_speed(config_of(m.updates), data, device, slice_s)[0],
+    )  # fmt: skip
     probe_seconds = elapsed() - probe_start
     available = budget - elapsed() - MARGIN_SECONDS
     if available < MIN_TRAIN_SECONDS:
@@ -242,7 +284,6 @@ def plan(
             f"--time-budget {budget:g} leaves {available:.0f}s of training after measuring the "
             f"candidates; pass --time-budget {math.ceil(budget - available + MIN_TRAIN_SECONDS)} or more"
         )
-    eval_tokens = first.train.eval_tokens
     best, predictions = choose(measured, model, available, unique_tokens, eval_tokens)
     updates = dict(best.measured.updates)
     horizon = best.tokens / (updates.get("train.batch_size", 16) * updates.get("model.seq_len", 128))
@@ -292,13 +333,109 @@ def plan(
                 "fit_loss": round(p.fit_loss, 4),
                 "ladder_runs": p.measured.name in model.corrections,
                 "chosen": p is best,
+                **({"dtype_from": dtype_from[p.measured.name]} if p.measured.name in dtype_from else {}),
+                **({"timed_again": True} if p.measured.name in timed_again else {}),
             }
             for p in predictions
         ],
+        "not_timed": not_timed,
         "chosen": {"name": best.measured.name, **updates},
         "predicted_loss": round(best.predicted_loss, 4),
     }
     return Plan(updates, record)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What makes one candidate's training step slower than another's."""
+
+    flops_per_token: int
+    n_embd: int
+    seq_len: int
+    tokens_per_step: int
+
+    def covers(self, other: Cost) -> bool:
+        """Every matmul of this step at least as large as `other`'s (width, context, tokens)."""
+        return (
+            self.n_embd >= other.n_embd
+            and self.seq_len >= other.seq_len
+            and self.tokens_per_step >= other.tokens_per_step
+        )
+
+
+def _cost(config) -> tuple[Cost, int]:
+    """The candidate's Cost and non-embedding parameters, from its model built without memory."""
+    import torch
+
+    from lmforge.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(config.model, init=False)
+    tokens = config.train.batch_size * config.model.seq_len
+    cost = Cost(model.flops_per_token(), config.model.n_embd, config.model.seq_len, tokens)
+    return cost, model.num_params(exclude_embeddings=True)
+
+
+def _bf16_winner(cost: Cost, dtypes: tuple[str, ...], measured: list[Measured], costs: dict) -> str | None:
+    """A candidate timed in both precisions where bfloat16 won and whose matmuls this one's all cover
+    (bf16's gain grows with matmul size: it wins here too), so this one need not time float32."""
+    from lmforge.train import precision
+
+    if set(dtypes) != set(precision.DTYPES):
+        return None
+    for m in measured:
+        if len(m.speeds) == 2 and precision.faster(m.speeds) == "bfloat16" and cost.covers(costs[m.name]):
+            return m.name
+    return None
+
+
+def _speed_bound(cost: Cost, dtypes: tuple[str, ...], measured: list[Measured], costs: dict) -> float | None:
+    """The fastest this candidate could train, from each candidate timed in the same precisions with
+    fewer FLOPs per token (auto_rule THROUGHPUT_GROWTH, SPEED_SLACK); None when none was."""
+    bounds = [
+        SPEED_SLACK
+        * max(m.speeds[d] for d in dtypes)
+        * (costs[m.name].flops_per_token / cost.flops_per_token) ** (1 - THROUGHPUT_GROWTH)
+        for m in measured
+        if costs[m.name].flops_per_token <= cost.flops_per_token and set(dtypes) <= set(m.speeds)
+    ]
+    return min(bounds) if bounds else None
+
+
+def _time_again_where_it_could_matter(
+    measured: list[Measured],
+    model,
+    seconds: float,
+    unique_tokens: float,
+    eval_tokens: int,
+    time_one: Callable[[Measured], dict[str, float]],  # tokens/s in the precision it would train in
+) -> list[str]:
+    """Time once more each candidate that SPEED_SLACK more speed would have made the winner, and keep
+    its faster figure: another process slows a slice, never speeds one up, and at 60 s one slowed
+    slice (2 x 64 at 80k tok/s where its other runs measured 111-118k) had handed the choice to 1 x 64,
+    0.06 nats worse (BENCHMARKS.md, "--auto"). The names timed again."""
+    if len(measured) < 2 or seconds <= 0:
+        return []
+
+    def loss(m: Measured, factor: float = 1.0) -> float:
+        faster = dataclasses.replace(m, tokens_per_second=factor * m.tokens_per_second)
+        return predict(faster, model, seconds, unique_tokens, eval_tokens).predicted_loss
+
+    leader = min(measured, key=loss)
+    again = []
+    for m in measured:
+        if m is leader or loss(m, SPEED_SLACK) >= loss(leader):
+            continue
+        ((dtype, speed),) = time_one(m).items()  # in the precision it would train in
+        logger.info(
+            f"auto: {m.name}: timed again, {speed / 1e3:.1f}k tok/s (first "
+            f"{m.tokens_per_second / 1e3:.1f}k): a slowed slice could have cost it the choice"
+        )
+        if speed > m.tokens_per_second:
+            m.tokens_per_second = speed
+            m.speeds[dtype] = speed
+        again.append(m.name)
+    return again
 
 
 def _candidate_updates(fixed: dict) -> list[tuple[str, dict]]:

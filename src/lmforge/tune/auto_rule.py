@@ -31,13 +31,23 @@ RECIPE = {
 }
 
 EVALS = 8  # validation passes in a run (the last one included): a curve, at a few % of the budget
-EVAL_SHARE = 0.05  # of the training time, at most, spent evaluating (unless train.eval_tokens is given)
+EVAL_SHARE = 0.03  # of the training time, at most, spent evaluating (unless train.eval_tokens is given)
+# Validation tokens per second over training tokens per second (forward only, the loss in float32):
+# 2.6x for 2 x 64 on BPE 4096 (its 4096-wide head weighs), 3.4x on characters (Zen 4, 2026-12-04)
+EVAL_SPEEDUP = 2.5
 MIN_EVAL_TOKENS = 4096  # validation tokens per evaluation, at least
 MIN_TRAIN_SECONDS = 10.0  # less than this is not a training run worth choosing a model for
 MARGIN_SECONDS = 1.5  # building the model and optimizer, and the process's exit, outside the loop's clock
 REPEAT_HALF_LIFE = 15.4  # R*: Muennighoff et al. 2023, fitted value for repeated data
 PROBE_SHARE = 0.06  # of the budget spent measuring speeds (short budgets; PROBE_SLICE bounds it)
 PROBE_SLICE = (0.3, 1.5)  # seconds of timed steps per candidate, at least / at most
+# A candidate not yet timed trains at most SPEED_SLACK x (F_timed / F)^(1 - THROUGHPUT_GROWTH) times as
+# fast as one timed with F_timed <= F FLOPs per token: larger matmuls run at more FLOP/s, but slower
+# than F grows. On the Zen 4 (--auto's log, 2026-12-04) FLOP/s grew as F^0.22 from 1x64 to 6x256 and
+# as F^0.37 from 4x128 to 4x192; the exponent and the slack (a timed slice slowed by chance) leave room
+# for a CPU whose bf16 units gain more with size.
+THROUGHPUT_GROWTH = 0.5
+SPEED_SLACK = 1.25
 
 
 @dataclass(frozen=True)
@@ -165,20 +175,12 @@ def choose(
     eval_tokens: int,
 ) -> tuple[Prediction, list[Prediction]]:
     """The candidate with the lowest predicted loss after `seconds` of the run's loop, and all the
-    predictions. Each loses to its evaluations (EVALS passes of eval_tokens, forward only: about a
-    third of a training step's cost per token, each at most `eval_tokens_for`) the time they take."""
+    predictions. Each loses to its evaluations (EVALS passes of eval_tokens, forward only: 1 /
+    EVAL_SPEEDUP of a training step's cost per token, each at most `eval_tokens_for`) the time they
+    take."""
     if not measured:
         raise UserError("--auto has no candidate to choose from; drop --auto and pass --config")
-    predictions = []
-    for m in measured:
-        eval_seconds = (
-            EVALS * eval_tokens_for(m.tokens_per_second, seconds, eval_tokens) / (3 * m.tokens_per_second)
-        )
-        tokens = max(0.0, m.tokens_per_second * (seconds - eval_seconds))
-        d = effective_tokens(tokens, unique_tokens)
-        fit_loss = float(model.fit.loss(m.n_params, d)) if d > 0 else math.inf
-        loss = model.loss(m.name, m.n_params, d) if d > 0 else math.inf
-        predictions.append(Prediction(m, tokens, loss, fit_loss))
+    predictions = [predict(m, model, seconds, unique_tokens, eval_tokens) for m in measured]
     best = min(predictions, key=lambda p: p.predicted_loss)
     if not math.isfinite(best.predicted_loss):
         raise UserError(
@@ -187,11 +189,41 @@ def choose(
     return best, predictions
 
 
+def predict(
+    m: Measured, model: LossModel, seconds: float, unique_tokens: float, eval_tokens: int
+) -> Prediction:
+    """One candidate's tokens in `seconds` of the loop, less its evaluations, and its predicted loss."""
+    speed = m.tokens_per_second
+    eval_seconds = EVALS * eval_tokens_for(speed, seconds, eval_tokens) / (EVAL_SPEEDUP * speed)
+    tokens = max(0.0, speed * (seconds - eval_seconds))
+    d = effective_tokens(tokens, unique_tokens)
+    fit_loss = float(model.fit.loss(m.n_params, d)) if d > 0 else math.inf
+    loss = model.loss(m.name, m.n_params, d) if d > 0 else math.inf
+    return Prediction(m, tokens, loss, fit_loss)
+
+
+def best_case_loss(
+    name: str,
+    n_params: int,
+    speed_bound: float,
+    model: LossModel,
+    seconds: float,
+    unique_tokens: float,
+    eval_tokens: int,
+) -> float:
+    """The lowest loss a candidate not yet timed could be predicted at any speed up to `speed_bound`.
+    Usually its loss at the bound itself; the minimum over slower speeds too, because a shape's own
+    ladder correction can rise with D (a small model saturating) faster than the fit falls."""
+    speeds = (speed_bound * share for share in (1.0, 0.8, 0.6, 0.4, 0.2))
+    candidates = (Measured(name, {}, n_params, speed) for speed in speeds)
+    return min(predict(m, model, seconds, unique_tokens, eval_tokens).predicted_loss for m in candidates)
+
+
 def eval_tokens_for(tokens_per_second: float, seconds: float, eval_tokens: int) -> int:
     """Validation tokens per evaluation: `eval_tokens`, or fewer when EVALS passes of it would take
     more than EVAL_SHARE of the training time (a slow machine or a short budget), never under
     MIN_EVAL_TOKENS."""
-    affordable = EVAL_SHARE * seconds * 3 * tokens_per_second / EVALS
+    affordable = EVAL_SHARE * seconds * EVAL_SPEEDUP * tokens_per_second / EVALS
     return int(min(eval_tokens, max(MIN_EVAL_TOKENS, affordable)))
 
 
