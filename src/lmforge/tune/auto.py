@@ -276,7 +276,7 @@ def plan(
     timed_again = _time_again_where_it_could_matter(
         measured, model, budget - elapsed() - MARGIN_SECONDS, unique_tokens, eval_tokens,
         lambda m: measure_speed(config_of(m.updates), data, device, slice_s)[0],
-    )  # fmt: skip
+    ) if elapsed() <= probe_end else []  # fmt: skip
     probe_seconds = elapsed() - probe_start
     available = budget - elapsed() - MARGIN_SECONDS
     if available < MIN_TRAIN_SECONDS:
