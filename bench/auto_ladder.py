@@ -58,13 +58,17 @@ POINTS = {
         (3, 1_000_000), (3, 2_000_000),
         (4, 250_000), (4, 1_000_000), (4, 2_000_000),
         (5, 1_000_000), (5, 2_000_000),
+        (0, 8_000_000), (1, 12_000_000), (2, 8_000_000), (4, 4_000_000),
     ],
 }  # fmt: skip
 # --auto predicts a shape from its own runs where the ladder has them (auto_rule.LossModel), so the
 # shapes a minute or a few can afford (1-3 x 64, 2 x 128) run at the 1-2M tokens such budgets reach;
 # on BPE the 4 x 128 and 4 x 192 points at 1-2M tokens and the small shapes' at 4M are for budgets
 # of 5 minutes (without them the BPE fit, made of small models, saw little gain in N: at 5 minutes
-# --auto chose 2 x 64 and the demo preset's 4 x 192 beat it by 0.10)
+# --auto chose 2 x 64 and the demo preset's 4 x 192 beat it by 0.10). The last BPE row reaches the
+# tokens 5 minutes give each shape (2 x 64: ~13M, 5+ passes over the corpus): past its last run a
+# shape's correction is held, and 2 x 64's held 4M-token ratio predicted 3.98 at 5 minutes where it
+# reached 4.11, which chose it over 4 x 128 (4.04) on 2026-12-04 (BENCHMARKS.md)
 
 
 def run_point(

@@ -33,7 +33,8 @@ RECIPE = {
 EVALS = 8  # validation passes in a run (the last one included): a curve, at a few % of the budget
 EVAL_SHARE = 0.03  # of the training time, at most, spent evaluating (unless train.eval_tokens is given)
 # Validation tokens per second over training tokens per second (forward only, the loss in float32):
-# 2.6x for 2 x 64 on BPE 4096 (its 4096-wide head weighs), 3.4x on characters (Zen 4, 2026-12-04)
+# 2.3-2.5x for 2 x 64 on BPE 4096 (its 4096-wide head weighs), 2.4-3.3x on characters
+# (`bench/eval_cost.py` on the 60 s --auto runs, Zen 4, 2026-12-04)
 EVAL_SPEEDUP = 2.5
 MIN_EVAL_TOKENS = 4096  # validation tokens per evaluation, at least
 MIN_TRAIN_SECONDS = 10.0  # less than this is not a training run worth choosing a model for
