@@ -107,9 +107,11 @@ def run(args: argparse.Namespace) -> int:
     )
     interactive = sys.stdin.isatty()
     kind = "chat tokens" if session.template.end_id is not None else "plain transcript: not chat fine-tuned"
-    print(f"lmforge chat: {loaded.run_dir.name} ({kind}); {HELP}", file=sys.stderr)
+    banner = [f"lmforge chat: {loaded.run_dir.name} ({kind}); {HELP}"]
 
     def read() -> str:
+        if banner:  # printed inside repl's Ctrl-C handling: a Ctrl-C right after it is a reminder too
+            print(banner.pop(), file=sys.stderr, flush=True)
         return input("you> " if interactive else "")
 
     def write(text: str) -> None:
