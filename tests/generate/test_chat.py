@@ -222,6 +222,9 @@ def test_chat_repl_through_a_pipe(chat_run):
     proc = subprocess.Popen(
         [sys.executable, "-m", "lmforge", "chat", str(chat_run), "--max-new-tokens", "12", "--seed", "3"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # a suite started in the background inherits SIGINT ignored, and Python keeps it so: give the
+        # REPL the terminal's Ctrl-C this test is about
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     watchdog = threading.Timer(180, proc.kill)  # a stuck REPL fails the test (EOF) instead of hanging it
     watchdog.start()
