@@ -3,7 +3,8 @@
 Each ladder point is one real `train()` of an --auto candidate shape (tune/auto.py `CANDIDATES`, the
 --auto recipe and learning-rate rule) for a fixed number of tokens D, stopped by train.max_tokens (so
 the schedule follows steps and the point does not depend on this machine's speed), evaluated once at
-the end on the first EVAL_TOKENS validation tokens. From the points (N non-embedding parameters,
+the end on the whole validation split -- the loss `bench/bench_auto.py` compares (a 65,536-token
+slice ranked shapes 0.08 apart on the whole split as level). From the points (N non-embedding parameters,
 effective tokens D' for the repeats -- see tune/auto.py -- and the loss) it fits
 L(N, D) = E + A/N^alpha + B/D^beta with tune/scaling.py's `fit_scaling`, one fit per corpus kind
 (character-level Tiny Shakespeare for `char` tokenizers, the built-in corpus in BPE 4096 for `bpe`),
@@ -37,7 +38,7 @@ from lmforge.tune.auto_rule import CANDIDATES, RECIPE, effective_tokens  # noqa:
 from lmforge.tune.scaling import fit_scaling  # noqa: E402
 
 OUT = ROOT / "src" / "lmforge" / "presets" / "auto_ladder.json"
-EVAL_TOKENS = 65536
+EVAL = "whole split"  # what a point's loss is over; a stored point measured otherwise is run again
 THREADS = 1  # one thread: the loss does not depend on it, and a shared machine runs it steadier
 FAST_PATH = {"train.dtype": "bfloat16", "model.attn_impl": "math"}  # the loss barely depends on it
 # (candidate index in CANDIDATES, training tokens): small shapes far along D, large ones short. The BPE
@@ -50,6 +51,9 @@ POINTS = {
         (3, 1_000_000), (3, 2_000_000),
         (4, 250_000), (4, 500_000),
         (5, 250_000),
+        (1, 8_000_000), (1, 16_000_000), (2, 2_000_000), (2, 4_000_000), (2, 8_000_000),
+        (3, 4_000_000), (3, 8_000_000), (4, 1_000_000), (4, 2_000_000), (4, 4_000_000),
+        (5, 1_000_000), (5, 2_000_000),
     ],
     "bpe": [
         (0, 250_000), (0, 500_000), (0, 1_000_000), (0, 2_000_000),
@@ -68,7 +72,8 @@ POINTS = {
 # --auto chose 2 x 64 and the demo preset's 4 x 192 beat it by 0.10). The last BPE row reaches the
 # tokens 5 minutes give each shape (2 x 64: ~13M, 5+ passes over the corpus): past its last run a
 # shape's correction is held, and 2 x 64's held 4M-token ratio predicted 3.98 at 5 minutes where it
-# reached 4.11, which chose it over 4 x 128 (4.04) on 2026-12-04 (BENCHMARKS.md)
+# reached 4.11, which chose it over 4 x 128 (4.04) on 2026-12-04 (BENCHMARKS.md). The last character rows
+# do the same for 5 minutes on characters (2 x 64 trains ~28M tokens there; the ladder stopped at 4M)
 
 
 def run_point(
@@ -82,17 +87,26 @@ def run_point(
 
     shape = CANDIDATES[index]
     for point in stored:  # D is what the run trained: max_tokens rounded down to whole steps
-        if point["shape"] == shape.name and tokens * 0.95 <= point["D"] <= tokens:
+        if (
+            point["shape"] == shape.name
+            and tokens * 0.95 <= point["D"] <= tokens
+            and point.get("eval") == EVAL
+        ):
             return point
     run_dir = work / f"{shape.name.replace(' ', '_')}_{tokens}"
     cached = run_dir / "point.json"
-    if cached.is_file():
+    if cached.is_file() and json.loads(cached.read_text()).get("eval") == EVAL:
         return json.loads(cached.read_text())
     tree: dict = {}
     apply_updates(tree, RECIPE)
     apply_updates(tree, {**shape.updates(), **FAST_PATH, "train.max_tokens": tokens})
     apply_updates(
-        tree, {"train.eval_every": 10**6, "train.ckpt_every": 10**6, "train.eval_tokens": EVAL_TOKENS}
+        tree,
+        {
+            "train.eval_every": 10**6,
+            "train.ckpt_every": 10**6,
+            "train.eval_tokens": split_tokens(data_dir, "val"),
+        },
     )
     apply_updates(tree, {"train.log_every": 100, "train.keep_last": 1, "train.threads": threads})
     config = build_run_config(tree, load_tokenizer(data_dir / "tokenizer").vocab_size)
@@ -106,6 +120,7 @@ def run_point(
         "N": _non_embedding(config),
         "D": result.tokens,
         "loss": result.final_val["loss"],
+        "eval": EVAL,
         "seconds": round(time.perf_counter() - start, 1),
         "tokens_per_second": round(result.tokens_per_second, 1),
     }
@@ -119,9 +134,9 @@ def _non_embedding(config) -> int:
     return build_model(config.model, init=False).num_params(exclude_embeddings=True)
 
 
-def unique_tokens(data_dir: Path) -> int:
+def split_tokens(data_dir: Path, split: str) -> int:
     manifest = json.loads((data_dir / "shards" / "manifest.json").read_text())
-    return manifest["splits"]["train"]["tokens"]
+    return manifest["splits"][split]["tokens"]
 
 
 def refit(ladders: dict) -> dict:
@@ -168,8 +183,8 @@ def main(argv=None) -> int:
                 points.append(point)
             ladders[kind] = {
                 "data": str(data_dir),
-                "unique_tokens": unique_tokens(data_dir),
-                "eval_tokens": EVAL_TOKENS,
+                "unique_tokens": split_tokens(data_dir, "train"),
+                "eval": EVAL,
                 "points": points,
             }
     out = {

@@ -656,6 +656,19 @@ def step_evaluation(cache: Path, threads: int, figures) -> dict:
     return out
 
 
+def _auto_threads(record: dict) -> str:
+    """How --auto settled the threads: timed on a mid-sized shape, or not timed on an idle machine."""
+    if record.get("threads_idle"):
+        idle = record["threads_idle"]
+        return (f"{idle['train.threads']}, all cores, not timed: the machine was idle (other work kept "
+                f"{idle['busy_cpus']:.2f} CPUs busy)")  # fmt: skip
+    timed = "; ".join(
+        f"{_threads(p).rstrip(', ') or 'default threads'}: {n(p['tokens_per_second'])} tok/s"
+        for p in record["fast_paths"]
+    )
+    return f"timed on a mid-sized shape, {timed}" if timed else "one core"
+
+
 def _threads(settings: dict) -> str:
     count = settings.get("train.threads")
     return "" if count is None else f"{count} thread{'s' if count != 1 else ''}, "
@@ -703,11 +716,7 @@ def step_adjust(cache: Path, figures) -> dict:
             ],
             rows,
         ),
-        "auto_paths": "; ".join(
-            f"{_threads(p).rstrip(', ') or 'default threads'}: {n(p['tokens_per_second'])} tok/s"
-            for p in record["fast_paths"]
-        )
-        or "none (one core)",
+        "auto_paths": _auto_threads(record),
         "auto_not_timed": "; ".join(
             f"{c['name']} (at most {n(c['tokens_per_second_bound'])} tok/s, "
             f"predicted {f(c['best_case_loss'])} at best)"

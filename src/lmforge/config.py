@@ -92,6 +92,8 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps (the schedule's horizon)
     max_tokens: int = 0  # stop after this many training tokens; 0 = no limit
     time_budget: float = 0.0  # wall seconds; > 0 sizes max_steps from measured step time
+    step_seconds: float = 0.0  # a step's duration measured before the run (--auto sets it from its
+    #   measuring); 0 = a time-budget run times a few steps itself first
     seed: int = 1337  # seeds init, batches (a pure function of seed, step, rank) and sampling
     eval_every: int = 250  # optimizer steps between validation passes (and at the last step)
     eval_tokens: int = 65536  # validation tokens per in-training evaluation (a fixed slice)

@@ -78,6 +78,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "train.max_steps": (1, _BIG, False),
     "train.max_tokens": (0, 1 << 50, False),
     "train.time_budget": (0, 1e7, False),  # seconds (about four months)
+    "train.step_seconds": (0, 3600, False),  # a measured step (--auto); 0 = time it
     "train.seed": (0, 2**32 - 1, False),
     "train.eval_every": (1, _BIG, False),
     "train.eval_tokens": (1, 1 << 40, False),

@@ -43,6 +43,28 @@ def physical_cores() -> int:
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
+def busy_cpus(seconds: float = 0.25, stat: str = "/proc/stat") -> float | None:
+    """How many CPUs other work kept busy over the next `seconds`, while this process sleeps (Linux's
+    /proc/stat: the machine's busy share times its logical CPUs); None where it cannot be read."""
+
+    def busy_and_total() -> tuple[int, int]:
+        with open(stat) as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+        return total - idle, total
+
+    try:
+        busy0, total0 = busy_and_total()
+        time.sleep(seconds)
+        busy1, total1 = busy_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+
+
 def _cpuinfo(field: str) -> str:
     """The first `field` line's value in /proc/cpuinfo ("" where there is none)."""
     try:

@@ -80,3 +80,24 @@ def test_a_run_slowed_down_mid_way_still_warms_down_and_ends_on_budget(
     assert len(lr) > 40
     assert lr[-1] <= 0.25  # the warm-down reached (about) its end, min_lr_frac 0.1
     assert all(b <= a + 1e-9 for a, b in zip(lr[5:], lr[6:], strict=False))  # it never went back up
+
+
+def test_a_step_time_measured_before_the_run_spares_the_budget_s_own_probe(
+    char_data, tmp_path, monkeypatch, capsys
+):
+    """--auto has timed the chosen shape already (train.step_seconds): the loop plans from that figure
+    instead of timing steps of its own, and still ends on budget."""
+    from lmforge.train import loop
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the loop timed steps it was given")
+
+    monkeypatch.setattr(loop, "probe_step_seconds", no_probe)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(char_data), "--out", str(out), "--no-progress", "--json", *TINY,
+            "train.threads=1", "train.step_seconds=0.004", "--time-budget", "2"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["stopped_by"] == "time_budget" and abs(summary["wall_seconds"] - 2) <= 0.3, summary
+    assert main([*args[:4], str(tmp_path / "bad"), *args[5:], "train.step_seconds=-1"]) != 0
+    assert "train.step_seconds (-1.0) must be in [0, 3600]" in capsys.readouterr().err

@@ -19,6 +19,15 @@ MODEL = LossModel(FIT)  # the fit alone: no shape has ladder runs
 SIZES = (50_000, 200_000, 800_000, 3_000_000)
 
 
+@pytest.fixture(autouse=True)
+def a_shared_machine(monkeypatch):
+    """Other work keeps a CPU busy, so --auto times the threads (as these tests expect), whatever else
+    runs beside the suite; `test_on_an_idle_machine_the_threads_are_not_timed` makes it idle."""
+    from lmforge import hardware
+
+    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25: 1.0)
+
+
 def machine(flops_per_second: float) -> list[Measured]:
     """Candidates on a machine that does `flops_per_second` of training: tokens/s = F / 6N."""
     return [Measured(f"n{n}", {}, n, flops_per_second / (6 * n)) for n in SIZES]
@@ -186,7 +195,7 @@ def _plan_on_a_made_up_machine(
     planned = auto.plan(
         tree, {}, char_data, 65, "char", budget, 10**7, elapsed=lambda: float(next(clock)) / 100
     )
-    return planned, timed[2:]  # the candidates, after the threads
+    return planned, timed[len(planned.record["fast_paths"]) :]  # the candidates, after the threads
 
 
 def test_a_candidate_that_cannot_win_even_at_its_fastest_is_not_timed(char_data, monkeypatch):
@@ -211,6 +220,31 @@ def test_a_candidate_that_cannot_win_even_at_its_fastest_is_not_timed(char_data,
         from lmforge.eval.auto_report import auto_section
 
         assert "Not timed, since even at their fastest" in "\n".join(auto_section(planned.record, None))
+
+
+def test_on_an_idle_machine_the_threads_are_not_timed(char_data, monkeypatch):
+    from lmforge import hardware
+
+    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25: 0.04)
+    monkeypatch.setattr(hardware, "physical_cores", lambda: 2)
+    idle, timed = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
+    assert idle.record["fast_paths"] == [] and idle.record["threads_idle"] == {
+        "busy_cpus": 0.04,
+        "train.threads": 2,
+    }
+    assert idle.updates["train.threads"] == 2
+    assert timed[0] == "1x64"  # the first timing is the smallest candidate's: no threads timed before it
+    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25: 0.6)  # shared: both counts timed
+    shared, _ = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
+    assert [row["train.threads"] for row in shared.record["fast_paths"]] == [
+        2,
+        1,
+    ] and "threads_idle" not in shared.record
+    from lmforge.eval.auto_report import auto_section
+
+    assert "not timed: the machine was idle (other work kept 0.04 CPUs busy)" in "\n".join(
+        auto_section(idle.record, None)
+    )
 
 
 def test_a_knob_leaves_its_default_only_for_a_clear_gain():
@@ -299,6 +333,10 @@ def test_a_tiny_real_run_chooses_records_and_keeps_the_budget(char_data, tmp_pat
         config["model"]["n_layer"] == chosen["model.n_layer"] and config["optim"]["lr"] == chosen["optim.lr"]
     )
     assert 0 < config["train"]["time_budget"] < BUDGET - record["probe_seconds"]
+    step_tokens = config["train"]["batch_size"] * config["model"]["seq_len"]  # its step time, measured
+    assert config["train"]["step_seconds"] == pytest.approx(
+        step_tokens / chosen["tokens_per_second"], rel=1e-3
+    )
     assert wall < BUDGET + 8, wall  # the whole command, probe included, ends about on time
     assert main(["report", str(out)]) == 0
     report = (out / "report.md").read_text()

@@ -63,6 +63,10 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
         paths = [[p.get("train.threads", "-"), p.get("train.dtype", "-"), p.get("model.attn_impl", "-"),
                   round(p["tokens_per_second"])] for p in auto["fast_paths"]]  # fmt: skip
         lines += ["", markdown_table(["threads", "dtype", "attention", "tokens/s (mid-sized shape)"], paths)]
+    if auto.get("threads_idle"):
+        idle = auto["threads_idle"]
+        lines += ["", f"Threads: {idle['train.threads']} (all cores), not timed: the machine was idle "
+                      f"(other work kept {idle['busy_cpus']:.2f} CPUs busy)."]  # fmt: skip
     return lines
 
 

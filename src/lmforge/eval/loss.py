@@ -23,6 +23,11 @@ import torch.nn.functional as F
 from lmforge.data.batches import eval_windows
 from lmforge.eval.metrics import bits_per_byte, perplexity
 
+# On a CPU the logits are scored a slice of rows at a time, small enough to stay in cache: the float
+# copy, the log-softmax and the max each read the (n*T, vocab) logits, and with a 4096-token vocabulary
+# doing so for a whole batch at once went to memory and cost several times the model's forward.
+CHUNK_ELEMENTS = 1 << 20
+
 
 @torch.no_grad()
 def evaluate_tokens(
@@ -47,14 +52,13 @@ def evaluate_tokens(
         for x, y in eval_windows(tokens, seq_len, budget, batch_size):
             with autocast or contextlib.nullcontext():
                 logits = model(x.to(device))  # (n, T, vocab)
-            logits = logits.float()
-            y_dev = y.to(device)
-            nats = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y_dev.reshape(-1), reduction="none")
-            nats = nats.double().cpu()  # (n * T,)
             target_bytes = byte_table[y.reshape(-1)]
-            total_nats += float(nats.sum())
-            text_nats += float(nats[target_bytes > 0].sum())
-            correct += int((logits.argmax(-1) == y_dev).sum())
+            sums = score_logits(
+                logits.reshape(-1, logits.size(-1)), y.to(device).reshape(-1), target_bytes > 0
+            )
+            total_nats += sums[0]
+            text_nats += sums[1]
+            correct += int(sums[2])
             total_tokens += y.numel()
             total_bytes += int(target_bytes.sum())
         if budget is not None:
@@ -72,3 +76,23 @@ def evaluate_tokens(
         "tokens": total_tokens,
         "bytes": total_bytes,
     }
+
+
+def score_logits(
+    logits: torch.Tensor, targets: torch.Tensor, is_text: torch.Tensor
+) -> tuple[float, float, int]:
+    """(sum of nats, sum of nats over text targets, targets predicted right) of (rows, vocab) logits,
+    in float32 whatever their dtype, summed in float64."""
+    rows = logits.size(0)
+    step = max(1, CHUNK_ELEMENTS // logits.size(-1)) if logits.device.type == "cpu" else rows
+    is_text = is_text.to(logits.device)
+    sums = torch.zeros(3, dtype=torch.float64, device=logits.device)
+    for lo in range(0, rows, step):
+        chunk, want = logits[lo : lo + step].float(), targets[lo : lo + step]
+        nats = F.cross_entropy(chunk, want, reduction="none").double()
+        # Right when the target's logit is the row's largest: a gather and a max, a third of an
+        # argmax's cost here. A tie counts as right (argmax took the first index; float logits never tie).
+        hit = chunk.gather(-1, want.unsqueeze(-1)).squeeze(-1) >= chunk.amax(-1)
+        sums += torch.stack([nats.sum(), nats[is_text[lo : lo + step]].sum(), hit.sum().double()])
+    total, text, hits = sums.tolist()
+    return total, text, int(hits)

@@ -333,7 +333,7 @@ def _plan(state: TrainState, config: RunConfig, engine: Engine, clock: Clock) ->
         if tcfg.max_tokens:
             state.max_steps = min(state.max_steps, max(1, tcfg.max_tokens // engine.tokens_per_step))
         return None
-    step_seconds = probe_step_seconds(
+    step_seconds = tcfg.step_seconds or probe_step_seconds(  # --auto measured it: a few steps saved
         engine.eval_model, engine.sampler, engine.amp, engine.accum, engine.device
     )
     step_seconds = _shared_clock(step_seconds, engine.dinfo)

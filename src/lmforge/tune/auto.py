@@ -4,11 +4,12 @@ The best shape for a minute differs from the best for twenty, and from one CPU t
 matmuls are a little faster than fp32 on one chip, several times faster on another). So the choice is
 made where the run happens, in three measured steps and one prediction:
 
-1. **threads** -- a mid-sized candidate is timed with each thread count training could use; the
-   fastest is kept for every candidate (`train.threads`). The attention implementation and the
-   hand-written kernels are not a knob here: `model.attn_impl="auto"` lets models/fastpaths.py's
-   cached per-CPU probe choose them, for each candidate as it is timed and again (from its cache)
-   when the run starts.
+1. **threads** -- on a machine other work shares, a mid-sized candidate is timed with each thread
+   count training could use; the fastest is kept for every candidate (`train.threads`). On an idle
+   one (a quarter-second look at /proc/stat: hardware.busy_cpus) all cores win and are not timed.
+   The attention implementation and the hand-written kernels are not a knob here:
+   `model.attn_impl="auto"` lets models/fastpaths.py's cached per-CPU probe choose them, for each
+   candidate as it is timed and again (from its cache) when the run starts.
 2. **speed** -- each candidate shape (`CANDIDATES`, the presets and shapes between them) runs a few
    real training steps (`train/engine.py`'s own step, optimizer included), warm-up excluded: tokens/s,
    in float32 and under bf16 autocast where train.dtype=auto would time both, alternating; it trains
@@ -80,6 +81,7 @@ KNOBS = ("model.n_layer", "model.n_embd", "model.n_head", "model.seq_len", "trai
 FAST_PATH_KNOBS = ("train.threads", "train.dtype", "model.attn_impl")
 KNOB_GAIN = 1.10  # another value of a fast-path knob must beat the default by this much (the precision
 #   probe's rule, train/precision.py GAIN)
+IDLE_CPUS = 0.25  # other work using fewer CPUs than this (hardware.busy_cpus): threads are not timed
 
 # What every --auto run shares (the recipe of the presets' sweeps): a modern GPT that exports to
 # Hugging Face (SwiGLU + QK-norm = Qwen3), AdamW, a warm-up / stable / linear warm-down schedule
@@ -199,9 +201,21 @@ def plan(
     # a loaded machine makes every step slow: past this, measuring stops with what it has
     probe_end = probe_start + max(PROBE_SHARE * budget, count * 2 * PROBE_SLICE[0])
 
-    # the threads, on a mid-sized shape in float32 (the precision is each candidate's own, below)
+    # the threads, on a mid-sized shape in float32 (the precision is each candidate's own, below) --
+    # unless nothing else is running: fewer threads win only on cores shared with other work, and
+    # timing both took ~1 s of a 60 s budget where a look at the machine takes a quarter of one
     chosen_path = {knob: values[0] for knob, values in options}
     path_rows: list[dict] = []
+    idle = None
+    if any(knob == "train.threads" for knob, _ in options):
+        busy = hardware.busy_cpus()
+        if busy is not None and busy < IDLE_CPUS:
+            idle = {"busy_cpus": round(busy, 2), "train.threads": chosen_path["train.threads"]}
+            options = [(knob, values) for knob, values in options if knob != "train.threads"]
+            logger.info(
+                f"auto: threads {idle['train.threads']} (all cores), not timed: other work kept "
+                f"{busy:.2f} CPUs busy"
+            )
     mid = {
         **FAST_PATH_SHAPE.updates(),
         "train.dtype": "float32",
@@ -286,13 +300,14 @@ def plan(
         )
     best, predictions = choose(measured, model, available, unique_tokens, eval_tokens)
     updates = dict(best.measured.updates)
-    horizon = best.tokens / (updates.get("train.batch_size", 16) * updates.get("model.seq_len", 128))
-    every = max(25, int(horizon / EVALS))
+    step_tokens = _tokens_per_step(config_of(updates))
+    every = max(25, int(best.tokens / step_tokens / EVALS))
     tokens = eval_tokens_for(best.measured.tokens_per_second, available, eval_tokens)
     for key, value in (
         ("train.eval_every", every),
         ("train.ckpt_every", every),
         ("train.eval_tokens", tokens),
+        ("train.step_seconds", round(step_tokens / best.measured.tokens_per_second, 6)),
     ):
         if key not in fixed:
             updates[key] = value
@@ -321,6 +336,7 @@ def plan(
         "left_to_auto": left_to_auto,
         "given": {k: fixed[k] for k in kept},
         "fast_paths": path_rows,
+        **({"threads_idle": idle} if idle else {}),
         "candidates": [
             {
                 "name": p.measured.name,
@@ -477,6 +493,14 @@ def _faster(values: list, speeds: dict) -> object:
     60 s run's measuring that way on 2026-12-03, and every step after ran on one of two cores)."""
     best = max(speeds, key=speeds.get)
     return best if speeds[best] >= KNOB_GAIN * speeds[values[0]] else values[0]
+
+
+def _tokens_per_step(config) -> int:
+    """Training tokens per optimizer step (micro-steps accumulated to train.batch_tokens: engine.py)."""
+    micro = config.train.batch_size * config.model.seq_len
+    return (
+        micro * max(1, math.ceil(config.train.batch_tokens / micro)) if config.train.batch_tokens else micro
+    )
 
 
 def _path_name(path: dict) -> str:
