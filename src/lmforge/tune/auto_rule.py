@@ -31,11 +31,12 @@ RECIPE = {
 }
 
 EVALS = 8  # validation passes in a run (the last one included): a curve, at a few % of the budget
-EVAL_SHARE = 0.03  # of the training time, at most, spent evaluating (unless train.eval_tokens is given)
+EVAL_SHARE = 0.025  # of the training time, at most, spent evaluating (unless train.eval_tokens is given)
 # Validation tokens per second over training tokens per second (forward only, the loss in float32):
-# 2.3-2.5x for 2 x 64 on BPE 4096 (its 4096-wide head weighs), 2.4-3.3x on characters
-# (`bench/eval_cost.py` on the 60 s --auto runs, Zen 4, 2026-12-04)
-EVAL_SPEEDUP = 2.5
+# 3.0x for 2 x 64 and 3.7x for 4 x 128 on BPE 4096, 2.9x on characters (`bench/eval_cost.py` on the
+# 60 s --auto runs and a 5-minute 4 x 128 run, Zen 4, 2026-12-04, after bcb52a8 scored the logits in
+# cache-sized slices; 2.3-2.5x on BPE before). With the share 3% -> 2.5%, as many validation tokens.
+EVAL_SPEEDUP = 2.9
 MIN_EVAL_TOKENS = 4096  # validation tokens per evaluation, at least
 MIN_TRAIN_SECONDS = 10.0  # less than this is not a training run worth choosing a model for
 MARGIN_SECONDS = 0.4  # outside the loop's clock: the process's exit. At 1.5 every 60 s and 300 s
