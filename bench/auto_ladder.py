@@ -63,6 +63,7 @@ POINTS = {
         (4, 250_000), (4, 1_000_000), (4, 2_000_000),
         (5, 1_000_000), (5, 2_000_000),
         (0, 8_000_000), (1, 12_000_000), (2, 8_000_000), (4, 4_000_000),
+        (3, 4_000_000), (3, 8_000_000),
     ],
 }  # fmt: skip
 # --auto predicts a shape from its own runs where the ladder has them (auto_rule.LossModel), so the
@@ -72,8 +73,10 @@ POINTS = {
 # --auto chose 2 x 64 and the demo preset's 4 x 192 beat it by 0.10). The last BPE row reaches the
 # tokens 5 minutes give each shape (2 x 64: ~13M, 5+ passes over the corpus): past its last run a
 # shape's correction is held, and 2 x 64's held 4M-token ratio predicted 3.98 at 5 minutes where it
-# reached 4.11, which chose it over 4 x 128 (4.04) on 2026-12-04 (BENCHMARKS.md). The last character rows
-# do the same for 5 minutes on characters (2 x 64 trains ~28M tokens there; the ladder stopped at 4M)
+# reached 4.11, which chose it over 4 x 128 (4.04) on 2026-12-04 (BENCHMARKS.md). The 2 x 128 rows:
+# held from its 2M-token run, its ratio predicted 4.025 for 5 minutes (7.2M tokens), it reached 4.119.
+# The last character rows do the same for 5 minutes on characters (2 x 64 trains ~28M tokens there;
+# the ladder stopped at 4M)
 
 
 def run_point(

@@ -10,7 +10,7 @@ import pytest
 
 from lmforge.cli import main
 from lmforge.errors import UserError
-from lmforge.tune import auto, auto_rule
+from lmforge.tune import auto, auto_rule, auto_speeds
 from lmforge.tune.auto_rule import LossModel, Measured, choose, effective_tokens
 from lmforge.tune.scaling import ScalingFit
 
@@ -26,6 +26,8 @@ def a_shared_machine(monkeypatch):
     from lmforge import hardware
 
     monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25: 1.0)
+    # and no speeds cached from an earlier test's made-up machine (tune/auto_speeds.py)
+    monkeypatch.setenv("LMFORGE_AUTO_SPEEDS", "off")
 
 
 def machine(flops_per_second: float) -> list[Measured]:
@@ -169,11 +171,11 @@ def test_each_candidate_trains_in_bf16_only_where_it_pays_for_that_shape(char_da
 
 
 def _plan_on_a_made_up_machine(
-    char_data, monkeypatch, budget: float, slowed: str = ""
+    char_data, monkeypatch, budget: float, slowed: str = "", speed: float = 1.0
 ) -> tuple[auto.Plan, list[str]]:
-    """--auto's plan where every candidate trains at 1e11 FLOP/s (as fast as its FLOPs allow, in both
-    precisions), but the first timing of the `slowed` shape ("2x64") runs at 0.8 of that: which
-    candidates were timed, and the plan."""
+    """--auto's plan where every candidate trains at `speed` x 1e11 FLOP/s (as fast as its FLOPs allow,
+    in both precisions), but the first timing of the `slowed` shape ("2x64") runs at 0.8 of that:
+    which candidates were timed, and the plan."""
     from lmforge.config import apply_updates
     from lmforge.train import precision
 
@@ -185,7 +187,7 @@ def _plan_on_a_made_up_machine(
         name = f"{config.model.n_layer}x{config.model.n_embd}"
         share = 0.8 if name == slowed and name not in timed else 1.0
         timed.append(name)
-        return dict.fromkeys(dtypes, share * 1e11 / cost.flops_per_token), n_params
+        return dict.fromkeys(dtypes, speed * share * 1e11 / cost.flops_per_token), n_params
 
     monkeypatch.setattr(auto, "measure_speed", fake_speed)
     monkeypatch.setattr(precision, "without_timing", lambda config, device: None)
@@ -205,9 +207,9 @@ def test_a_candidate_that_cannot_win_even_at_its_fastest_is_not_timed(char_data,
         chosen = planned.record["chosen"]["name"]
         assert skipped and len(set(timed)) + len(skipped) == len(auto_rule.CANDIDATES), (budget, timed)
         # timing every candidate makes the same choice: none of those left out would have won
-        monkeypatch.setattr(auto, "_speed_bound", lambda *args: None)
-        everything, timed_all = _plan_on_a_made_up_machine(char_data, monkeypatch, budget)
-        monkeypatch.undo()
+        with monkeypatch.context() as patch:
+            patch.setattr(auto, "_speed_bound", lambda *args: None)
+            everything, timed_all = _plan_on_a_made_up_machine(char_data, patch, budget)
         assert (
             len(set(timed_all)) == len(auto_rule.CANDIDATES) and everything.record["chosen"]["name"] == chosen
         )
@@ -220,6 +222,38 @@ def test_a_candidate_that_cannot_win_even_at_its_fastest_is_not_timed(char_data,
         from lmforge.eval.auto_report import auto_section
 
         assert "Not timed, since even at their fastest" in "\n".join(auto_section(planned.record, None))
+
+
+def test_a_later_run_times_one_shape_afresh_and_scales_the_cached_speeds(char_data, monkeypatch, tmp_path):
+    monkeypatch.setenv("LMFORGE_AUTO_SPEEDS", "on")
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
+    first, timed_first = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
+    assert (tmp_path / "auto_speeds.json").is_file() and "cached_speeds" not in first.record
+    # the next run, on the same machine 10% busier: the smallest shape is timed, the rest scaled
+    later, timed_later = _plan_on_a_made_up_machine(char_data, monkeypatch, 60, speed=0.9)
+    assert timed_later[0] == "1x64" and len(timed_later) < len(timed_first), (timed_first, timed_later)
+    assert later.record["cached_speeds"] == {"by": "1x64 ctx64 b32", "factor": pytest.approx(0.9)}
+    before = {c["name"]: c for c in first.record["candidates"]}
+    scaled = [c for c in later.record["candidates"] if "cached_speed_scale" in c]
+    assert scaled
+    for row in scaled:
+        assert row["tokens_per_second"] == pytest.approx(
+            0.9 * before[row["name"]]["tokens_per_second"], rel=1e-3
+        )
+    # the cache changes what measuring costs, not the choice: timing everything gives the same one
+    monkeypatch.setenv("LMFORGE_AUTO_SPEEDS", "off")
+    everything, timed_all = _plan_on_a_made_up_machine(char_data, monkeypatch, 60, speed=0.9)
+    assert everything.record["chosen"]["name"] == later.record["chosen"]["name"]
+    assert len(timed_all) > len(timed_later)
+    from lmforge.eval.auto_report import auto_section
+
+    assert "Speeds from this machine's earlier --auto runs" in "\n".join(auto_section(later.record, None))
+    # a damaged cache costs a full measurement and is rewritten, never the run
+    monkeypatch.setenv("LMFORGE_AUTO_SPEEDS", "on")
+    (tmp_path / "auto_speeds.json").write_text("{not json", encoding="utf-8")
+    again, timed_again = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
+    assert "cached_speeds" not in again.record and timed_again == timed_first
+    assert auto_speeds.read(tmp_path / "auto_speeds.json")
 
 
 def test_on_an_idle_machine_the_threads_are_not_timed(char_data, monkeypatch):

@@ -59,6 +59,14 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
             for c in auto["not_timed"]
         )
         lines += ["", f"Not timed, since even at their fastest they could not win: {skipped}."]
+    if auto.get("cached_speeds"):
+        names = ", ".join(c["name"] for c in auto["candidates"] if "cached_speed_scale" in c)
+        scaled = auto["cached_speeds"]
+        lines += [
+            "",
+            f"Speeds from this machine's earlier --auto runs, not timed now: {names} (scaled by "
+            f"{scaled['factor']:.3f}, what {scaled['by']} measured now over its cached speed).",
+        ]
     if auto.get("fast_paths"):
         paths = [[p.get("train.threads", "-"), p.get("train.dtype", "-"), p.get("model.attn_impl", "-"),
                   round(p["tokens_per_second"])] for p in auto["fast_paths"]]  # fmt: skip

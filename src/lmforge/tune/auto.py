@@ -16,7 +16,9 @@ made where the run happens, in three measured steps and one prediction:
    in bfloat16 only if that was train/precision.py's GAIN faster *for that shape* (the gain grows
    with width and batch: a verdict carries only to shapes whose every matmul is at least as large).
    Smallest first; a shape that could not win even at an upper bound on its speed (from the smaller
-   shapes' speeds and its FLOPs per token, auto_rule.THROUGHPUT_GROWTH) is not timed at all.
+   shapes' speeds and its FLOPs per token, auto_rule.THROUGHPUT_GROWTH) is not timed at all. Speeds
+   measured by earlier --auto runs on this machine are kept (tune/auto_speeds.py): a later run times
+   the first shape afresh and scales the others' cached speeds by its ratio to its cached one.
 3. **tokens** -- what each would see in the budget: D = tokens/s x (budget - start-up - probe - the
    evaluations it will make).
 4. **loss** -- the project's scaling fit L(N, D) = E + A/N^alpha + B/D^beta (tune/scaling.py; the
@@ -52,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import UserError
+from lmforge.tune import auto_speeds
 from lmforge.tune.auto_rule import (
     CANDIDATES,
     EVALS,
@@ -164,7 +167,6 @@ def plan(
     """
     from lmforge import hardware
     from lmforge.config import apply_updates, build_run_config
-    from lmforge.train import precision
     from lmforge.train.data import open_data
 
     model = load_model(tokenizer_kind)
@@ -246,6 +248,14 @@ def plan(
     costs: dict[str, Cost] = {}
     dtype_from: dict[str, str] = {}
     not_timed: list[dict] = []
+    # speeds this machine measured in earlier --auto runs (tune/auto_speeds.py): once the first shape
+    # has been timed afresh, a cached shape's speed is its cached figure x (that shape's speed now /
+    # its cached one), untimed; the close contenders are still timed again below
+    speed_file = auto_speeds.cache_file()
+    cached = auto_speeds.read(speed_file)
+    fresh: dict[str, dict[str, float]] = {}
+    scale: dict = {}  # {"by": the shape timed afresh, "factor": its speed now over its cached speed}
+    from_cache: dict[str, float] = {}
     for name, updates in shapes:
         config = config_of({**updates, **chosen_path})
         cost, n_params = _cost(config)
@@ -253,6 +263,17 @@ def plan(
         winner = _bf16_winner(cost, dtypes, measured, costs)
         if winner is not None:
             dtypes, dtype_from[name] = ("bfloat16",), winner
+        hit = cached.get(auto_speeds.key(config), {})
+        if scale and set(dtypes) <= set(hit):
+            by_dtype = {d: hit[d] * scale["factor"] for d in dtypes}
+            from_cache[name] = scale["factor"]
+            _add(measured, costs, name, updates, chosen_path, fixed, n_params, cost, by_dtype)
+            logger.info(
+                f"auto: {name}: {n_params:,} parameters, tok/s "
+                + ", ".join(f"{d} {s / 1e3:.1f}k" for d, s in by_dtype.items())
+                + f" from this machine's cache (x{scale['factor']:.3f}, as {scale['by']} measured now)"
+            )
+            continue
         bound = _speed_bound(cost, dtypes, measured, costs)
         seconds = budget - elapsed() - MARGIN_SECONDS
         if bound is not None and seconds > 0:
@@ -271,10 +292,12 @@ def plan(
                 )
                 continue
         by_dtype, n_params = measure_speed(config, data, device, len(dtypes) * slice_s, dtypes)
-        costs[name] = cost
-        dtype = precision.faster(by_dtype)
-        path = {**chosen_path, **({"train.dtype": dtype} if "train.dtype" not in fixed else {})}
-        measured.append(Measured(name, {**updates, **path}, n_params, by_dtype[dtype], by_dtype))
+        fresh[auto_speeds.key(config)] = by_dtype
+        common = [d for d in by_dtype if d in hit]
+        if not scale and common:  # the first shape timed afresh that the cache also holds
+            d = max(common, key=by_dtype.get)
+            scale = {"by": name, "factor": by_dtype[d] / hit[d]}
+        dtype = _add(measured, costs, name, updates, chosen_path, fixed, n_params, cost, by_dtype)
         speeds = ", ".join(f"{d} {s / 1e3:.1f}k" for d, s in by_dtype.items())
         why = f" (bf16 won at {dtype_from[name]}, whose matmuls are no larger)" if name in dtype_from else ""
         logger.info(f"auto: {name}: {n_params:,} parameters, tok/s {speeds} -> {dtype}{why}")
@@ -291,6 +314,7 @@ def plan(
         measured, model, budget - elapsed() - MARGIN_SECONDS, unique_tokens, eval_tokens,
         lambda m: measure_speed(config_of(m.updates), data, device, slice_s)[0],
     ) if elapsed() <= probe_end else []  # fmt: skip
+    auto_speeds.write(speed_file, fresh)
     probe_seconds = elapsed() - probe_start
     available = budget - elapsed() - MARGIN_SECONDS
     if available < MIN_TRAIN_SECONDS:
@@ -337,6 +361,7 @@ def plan(
         "given": {k: fixed[k] for k in kept},
         "fast_paths": path_rows,
         **({"threads_idle": idle} if idle else {}),
+        **({"cached_speeds": {"by": scale["by"], "factor": round(scale["factor"], 4)}} if from_cache else {}),
         "candidates": [
             {
                 "name": p.measured.name,
@@ -351,6 +376,11 @@ def plan(
                 "chosen": p is best,
                 **({"dtype_from": dtype_from[p.measured.name]} if p.measured.name in dtype_from else {}),
                 **({"timed_again": True} if p.measured.name in timed_again else {}),
+                **(
+                    {"cached_speed_scale": round(from_cache[p.measured.name], 4)}
+                    if p.measured.name in from_cache
+                    else {}
+                ),  # fmt: skip
             }
             for p in predictions
         ],
@@ -390,6 +420,17 @@ def _cost(config) -> tuple[Cost, int]:
     tokens = config.train.batch_size * config.model.seq_len
     cost = Cost(model.flops_per_token(), config.model.n_embd, config.model.seq_len, tokens)
     return cost, model.num_params(exclude_embeddings=True)
+
+
+def _add(measured, costs, name, updates, chosen_path, fixed, n_params, cost, by_dtype) -> str:
+    """Append the candidate measured (or taken from the cache) at `by_dtype`; the precision it trains in."""
+    from lmforge.train import precision
+
+    costs[name] = cost
+    dtype = precision.faster(by_dtype)
+    path = {**chosen_path, **({"train.dtype": dtype} if "train.dtype" not in fixed else {})}
+    measured.append(Measured(name, {**updates, **path}, n_params, by_dtype[dtype], by_dtype))
+    return dtype
 
 
 def _bf16_winner(cost: Cost, dtypes: tuple[str, ...], measured: list[Measured], costs: dict) -> str | None:
