@@ -144,6 +144,30 @@ def read_json(path: str | Path, fix: str = "") -> Any:
         raise UserError(f"{path} is damaged (not valid JSON: {exc}){hint}") from None
 
 
+def read_cache_entries(path: Path | None, fmt: int, what: str) -> dict:
+    """The `entries` object of a cache file `write_cache_entries` wrote in format `fmt`; {} for none, a
+    missing or other-format file, or a damaged one (with a warning naming `what`: it is rewritten)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = read_json_object(path)
+    except UserError as exc:
+        logger.warning(f"warning: ignoring {what} ({exc}); it will be rewritten")
+        return {}
+    entries = data.get("entries")
+    return entries if data.get("format") == fmt and isinstance(entries, dict) else {}
+
+
+def write_cache_entries(path: Path, fmt: int, entries: dict, what: str) -> None:
+    """Atomically; a failed write is a warning naming `what` (the next run measures again), never an
+    error: a cache that cannot be written costs time, not the run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"format": fmt, "entries": entries})
+    except (OSError, UserError) as exc:
+        logger.warning(f"warning: could not cache {what} in {path} ({exc})")
+
+
 def read_json_object(path: str | Path, fix: str = "") -> dict:
     """`read_json` for files that must hold one JSON object."""
     value = read_json(path, fix)

@@ -254,6 +254,11 @@ def test_a_later_run_times_one_shape_afresh_and_scales_the_cached_speeds(char_da
     again, timed_again = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
     assert "cached_speeds" not in again.record and timed_again == timed_first
     assert auto_speeds.read(tmp_path / "auto_speeds.json")
+    # a cache that cannot be written is a warning, never the run
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go", encoding="utf-8")
+    auto_speeds.write(blocked / "auto_speeds.json", {"k": {"float32": 1.0}})
+    assert auto_speeds.read(blocked / "auto_speeds.json") == {}
 
 
 def test_on_an_idle_machine_the_threads_are_not_timed(char_data, monkeypatch):

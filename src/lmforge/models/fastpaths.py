@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from lmforge import hardware, io
 from lmforge.data.builtin import default_cache_dir
-from lmforge.errors import UserError
 from lmforge.models import layers
 
 logger = logging.getLogger(__name__)
@@ -255,27 +254,13 @@ def machine_key(shape: ProbeShape) -> str:
 
 def read_cache(path: Path) -> dict:
     """The cache's entries; {} for a missing, damaged or other-format file (it is rewritten later)."""
-    if not path.is_file():
-        return {}
-    try:
-        data = io.read_json_object(path)
-    except UserError as exc:
-        logger.warning(f"warning: ignoring the fast-path cache ({exc}); it will be rewritten")
-        return {}
-    entries = data.get("entries")
-    if data.get("format") != FORMAT or not isinstance(entries, dict):
-        return {}
-    return entries
+    return io.read_cache_entries(path, FORMAT, "the fast-path cache")
 
 
 def write_cache(path: Path, entries: dict) -> None:
     """Atomically; a failed write is a warning (the next run probes again), never an error."""
     newest = sorted(entries.items(), key=lambda kv: _when(kv[1]))[-MAX_ENTRIES:]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        io.write_json(path, {"format": FORMAT, "entries": dict(newest)})
-    except (OSError, UserError) as exc:
-        logger.warning(f"warning: could not cache the fast-path choice in {path} ({exc})")
+    io.write_cache_entries(path, FORMAT, dict(newest), "the fast-path choice")
 
 
 def setup(

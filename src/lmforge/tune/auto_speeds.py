@@ -13,7 +13,6 @@ fast-path verdicts (`auto_speeds.json` under `$LMFORGE_CACHE`, else `$XDG_CACHE_
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Mapping
@@ -21,9 +20,6 @@ from pathlib import Path
 
 from lmforge import io
 from lmforge.data.builtin import default_cache_dir
-from lmforge.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 FILE_NAME = "auto_speeds.json"
 FORMAT = 1
@@ -48,18 +44,8 @@ def key(config) -> str:
 
 def read(path: Path | None) -> dict[str, dict[str, float]]:
     """{key: {dtype: tokens/s}}; {} for a missing, damaged or other-format file."""
-    if path is None or not path.is_file():
-        return {}
-    try:
-        data = io.read_json_object(path)
-    except UserError as exc:
-        logger.warning(f"warning: ignoring --auto's speed cache ({exc}); it will be rewritten")
-        return {}
-    entries = data.get("entries")
-    if data.get("format") != FORMAT or not isinstance(entries, dict):
-        return {}
     out = {}
-    for name, entry in entries.items():
+    for name, entry in io.read_cache_entries(path, FORMAT, "--auto's speed cache").items():
         speeds = entry.get("speeds") if isinstance(entry, dict) else None
         if isinstance(speeds, dict) and all(isinstance(v, int | float) and v > 0 for v in speeds.values()):
             out[name] = {str(d): float(v) for d, v in speeds.items()}
@@ -71,19 +57,10 @@ def write(path: Path | None, fresh: dict[str, dict[str, float]]) -> None:
     is a warning (the next run measures again), never an error."""
     if path is None or not fresh:
         return
-    try:
-        entries = io.read_json_object(path).get("entries", {}) if path.is_file() else {}
-    except UserError:
-        entries = {}
-    if not isinstance(entries, dict):
-        entries = {}
+    entries = io.read_cache_entries(path, FORMAT, "--auto's speed cache")
     now = time.time()
     for name, speeds in fresh.items():
         old = entries.get(name, {}).get("speeds", {}) if isinstance(entries.get(name), dict) else {}
         entries[name] = {"speeds": {**old, **{d: round(v, 1) for d, v in speeds.items()}}, "when": now}
     newest = sorted(entries.items(), key=lambda kv: kv[1].get("when", 0) if isinstance(kv[1], dict) else 0)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        io.write_json(path, {"format": FORMAT, "entries": dict(newest[-MAX_ENTRIES:])})
-    except (OSError, UserError) as exc:
-        logger.warning(f"warning: could not cache --auto's speeds in {path} ({exc})")
+    io.write_cache_entries(path, FORMAT, dict(newest[-MAX_ENTRIES:]), "--auto's speeds")
