@@ -98,8 +98,10 @@ def run_point(
             return point
     run_dir = work / f"{shape.name.replace(' ', '_')}_{tokens}"
     cached = run_dir / "point.json"
-    if cached.is_file() and json.loads(cached.read_text()).get("eval") == EVAL:
-        return json.loads(cached.read_text())
+    if cached.is_file():  # a run stopped early (Ctrl-C, SIGTERM) trained fewer tokens: run it again
+        point = json.loads(cached.read_text())
+        if point.get("eval") == EVAL and tokens * 0.95 <= point["D"] <= tokens:
+            return point
     tree: dict = {}
     apply_updates(tree, RECIPE)
     apply_updates(tree, {**shape.updates(), **FAST_PATH, "train.max_tokens": tokens})
@@ -118,6 +120,10 @@ def run_point(
     start = time.perf_counter()
     with logs.silenced("lmforge.train"):
         result = train(config, data_dir, run_dir, progress=False)
+    if result.tokens < tokens * 0.95:
+        raise SystemExit(
+            f"{run_dir}: stopped after {result.tokens:,} of {tokens:,} tokens; run the ladder again"
+        )
     point = {
         "shape": shape.name,
         "N": _non_embedding(config),
