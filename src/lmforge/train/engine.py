@@ -55,6 +55,11 @@ class StepOutcome:
     batch_crc: int  # a fingerprint of the step's batches (metrics.jsonl): resumes replay none
 
 
+def micro_steps(batch_tokens: int, tokens_per_micro: int) -> int:
+    """Micro-steps per optimizer step: enough to reach train.batch_tokens (0: one)."""
+    return max(1, math.ceil(batch_tokens / tokens_per_micro)) if batch_tokens else 1
+
+
 def build_engine(
     config: RunConfig,
     data: TrainData,
@@ -90,7 +95,7 @@ def build_engine(
             forward, device_ids=[device.index] if device.type == "cuda" else None
         )
     tokens_per_micro = tcfg.batch_size * mcfg.seq_len * dinfo.world_size
-    accum = max(1, math.ceil(tcfg.batch_tokens / tokens_per_micro)) if tcfg.batch_tokens else 1
+    accum = micro_steps(tcfg.batch_tokens, tokens_per_micro)
     sampler = data.make_sampler(tcfg.batch_size, mcfg.seq_len, tcfg.seed, dinfo.rank, dinfo.world_size)
     clip = config.optim.grad_clip
     return Engine(

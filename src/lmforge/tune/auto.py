@@ -263,7 +263,8 @@ def plan(
         winner = _bf16_winner(cost, dtypes, measured, costs)
         if winner is not None:
             dtypes, dtype_from[name] = ("bfloat16",), winner
-        hit = cached.get(auto_speeds.key(config), {})
+        speed_key = auto_speeds.key(config)
+        hit = cached.get(speed_key, {})
         if scale and set(dtypes) <= set(hit):
             by_dtype = {d: hit[d] * scale["factor"] for d in dtypes}
             from_cache[name] = scale["factor"]
@@ -292,7 +293,7 @@ def plan(
                 )
                 continue
         by_dtype, n_params = measure_speed(config, data, device, len(dtypes) * slice_s, dtypes)
-        fresh[auto_speeds.key(config)] = by_dtype
+        fresh[speed_key] = by_dtype
         common = [d for d in by_dtype if d in hit]
         if not scale and common:  # the first shape timed afresh that the cache also holds
             d = max(common, key=by_dtype.get)
@@ -538,10 +539,10 @@ def _faster(values: list, speeds: dict) -> object:
 
 def _tokens_per_step(config) -> int:
     """Training tokens per optimizer step (micro-steps accumulated to train.batch_tokens: engine.py)."""
+    from lmforge.train.engine import micro_steps
+
     micro = config.train.batch_size * config.model.seq_len
-    return (
-        micro * max(1, math.ceil(config.train.batch_tokens / micro)) if config.train.batch_tokens else micro
-    )
+    return micro * micro_steps(config.train.batch_tokens, micro)
 
 
 def _path_name(path: dict) -> str:
