@@ -2,6 +2,8 @@
 
 import dataclasses
 import math
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 import lmforge.presets
 from lmforge.errors import UserError
 from lmforge.models import GPT, MODELS, GPTConfig, GRUConfig, build_model, model_config_from_dict
+from lmforge.models.registry import build_unfilled
 
 torch.set_num_threads(1)
 V = 50  # a vocabulary that is not a multiple of 64, so padding is exercised
@@ -132,6 +135,34 @@ def test_counts(name):
     assert model.num_params() == sum(p.numel() for p in model.parameters())
     assert model.num_params(exclude_embeddings=True) < model.num_params()
     assert model.flops_per_token() > 6 * model.num_params(exclude_embeddings=True) // 2
+
+
+def test_an_unfilled_model_counts_like_a_built_one_and_leaves_the_initialisers_alone(name):
+    unfilled = build_unfilled(CONFIGS[name])
+    built = make(name)
+    assert [(n, p.shape) for n, p in unfilled.named_parameters()] == [
+        (n, p.shape) for n, p in built.named_parameters()
+    ]
+    for exclude in (False, True):
+        assert unfilled.num_params(exclude_embeddings=exclude) == built.num_params(exclude_embeddings=exclude)
+    if hasattr(built, "flops_per_token"):
+        assert unfilled.flops_per_token() == built.flops_per_token()
+    weight = torch.empty(3, 4)
+    torch.nn.init.ones_(weight)  # the initialisers are restored afterwards
+    assert torch.equal(weight, torch.ones(3, 4))
+
+
+def test_counting_a_candidate_does_not_import_the_compiler():
+    # --auto counts every candidate's FLOPs; on the meta device that imported torch._dynamo (~1 s)
+    code = (
+        "import sys\n"
+        "from lmforge.models.gpt import GPTConfig\n"
+        "from lmforge.models.registry import build_unfilled\n"
+        "m = build_unfilled(GPTConfig(vocab_size=4096, seq_len=128, n_layer=6, n_head=8, n_embd=256))\n"
+        "print(m.flops_per_token() > 0, 'torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True False"
 
 
 def test_flops_per_token_by_hand():

@@ -411,13 +411,10 @@ class Cost:
 
 
 def _cost(config) -> tuple[Cost, int]:
-    """The candidate's Cost and non-embedding parameters, from its model built without memory."""
-    import torch
+    """The candidate's Cost and non-embedding parameters, from its model's parameters left unfilled."""
+    from lmforge.models.registry import build_unfilled
 
-    from lmforge.models import build_model
-
-    with torch.device("meta"):
-        model = build_model(config.model, init=False)
+    model = build_unfilled(config.model)
     tokens = config.train.batch_size * config.model.seq_len
     cost = Cost(model.flops_per_token(), config.model.n_embd, config.model.seq_len, tokens)
     return cost, model.num_params(exclude_embeddings=True)

@@ -98,7 +98,7 @@ def fit_scaling(n, d, loss) -> ScalingFit:
 def ladder_config(width: int, budget: float, preset_path: Path | None, overrides: dict, vocab_size: int):
     """The run config of one ladder point, its N, and the tokens the budget buys (D = C / 6N)."""
     from lmforge.config import apply_updates, build_run_config, flatten, read_toml
-    from lmforge.models.registry import build_model
+    from lmforge.models.registry import build_unfilled
 
     tree: dict = {}
     if preset_path:
@@ -107,7 +107,7 @@ def ladder_config(width: int, budget: float, preset_path: Path | None, overrides
     apply_updates(tree, overrides)
     apply_updates(tree, {"model.n_embd": width, "model.n_head": max(1, width // 16)})
     config = build_run_config(tree, vocab_size)
-    n = build_model(config.model, init=False).num_params(exclude_embeddings=True)
+    n = build_unfilled(config.model).num_params(exclude_embeddings=True)
     tokens = int(budget / (6 * n))
     tokens_per_step = config.train.batch_size * config.model.seq_len
     if tokens < 4 * tokens_per_step:
