@@ -20,12 +20,16 @@ BENCHMARKS.md. Runs are cached under --work (a finished run is not trained again
 
     python bench/bench_auto.py                                    # the whole grid: hours on 2 cores
     python bench/bench_auto.py --budgets 45 --grid 2 --corpora char   # a smoke test: minutes
+    # 20 minutes on the shapes that can win there, without the presets or the same-wall run: 80 min
+    python bench/bench_auto.py --budgets 1200 --corpora bpe --shapes 4x128 4x192 6x256 \
+        --presets --no-same-wall
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -92,7 +96,14 @@ def train(data: Path, run: Path, budget: float, args: list[str]) -> dict:
 
 
 def bench(
-    work: Path, corpora: list[str], budgets: list[float], grid: int, char_source: Path, repeats: int = 1
+    work: Path,
+    corpora: list[str],
+    budgets: list[float],
+    grid: list,
+    char_source: Path,
+    repeats: int = 1,
+    same_wall: bool = True,
+    presets: tuple[str, ...] = PRESETS,
 ) -> list[dict]:
     rows = []
     for corpus in corpora:
@@ -104,18 +115,22 @@ def bench(
             # train.dtype=auto (bf16 only where it pays for that shape), as a user's run would get
             fast = {k: auto["auto"][k] for k in ("model.attn_impl", "train.threads") if k in auto["auto"]}
             points, overrides = {}, {}
-            for shape in CANDIDATES[:grid]:
+            for shape in grid:
                 keys = {**RECIPE, **shape.updates(), **fast}
                 overrides[shape.name] = [f"{k}={_value(v)}" for k, v in keys.items()]
                 name = shape.name.replace(" ", "_")
                 points[shape.name] = train(data, work / "runs" / tag / name, budget, overrides[shape.name])
-            presets = {p: train(data, work / "runs" / tag / p, budget, ["--config", p]) for p in PRESETS}
+            ran = {p: train(data, work / "runs" / tag / p, budget, ["--config", p]) for p in presets}
             best = min(points, key=lambda k: points[k]["val_loss"])
             # the best point again, its loop shortened by its own start-up and exit so that the whole
             # command takes --auto's wall time: the same seconds from the user's side
             outside = points[best]["wall"] - budget
-            same_wall = train(data, work / "runs" / tag / "best_same_wall",
-                              round(max(1.0, auto["wall"] - outside), 1), overrides[best])  # fmt: skip
+            at_wall = round(max(1.0, auto["wall"] - outside), 1)
+            same = (
+                train(data, work / "runs" / tag / "best_same_wall", at_wall, overrides[best])
+                if same_wall
+                else None
+            )
             # run-to-run spread on a shared machine: --auto and the best point again, one after the other
             autos, bests = [auto], [points[best]]
             for r in range(2, repeats + 1):
@@ -135,13 +150,24 @@ def bench(
                     "best": best,
                     "best_loss": statistics.median(b["val_loss"] for b in bests),
                     "best_wall": points[best]["wall"],
-                    "same_wall_loss": same_wall["val_loss"],
-                    "same_wall_wall": same_wall["wall"],
-                    "presets": {k: v["val_loss"] for k, v in presets.items()},
+                    "same_wall_loss": same["val_loss"] if same else math.nan,
+                    "same_wall_wall": same["wall"] if same else math.nan,
+                    "presets": {k: v["val_loss"] for k, v in ran.items()},
                 }
             )
             print(table(rows[-1:], header=False), flush=True)
     return rows
+
+
+def _grid(first: int, shapes: list[str] | None) -> list:
+    """The grid's candidate shapes: the first `first`, or those named by depth x width."""
+    if not shapes:
+        return list(CANDIDATES[:first])
+    by_name = {s.name.split()[0]: s for s in CANDIDATES}
+    unknown = [s for s in shapes if s not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown shape(s) {', '.join(unknown)}; the candidates are {', '.join(by_name)}")
+    return [by_name[s] for s in shapes]
 
 
 def _value(v) -> str:
@@ -165,13 +191,18 @@ def table(rows: list[dict], header: bool = True) -> str:
         grid = "; ".join(f"{k}: {v:.3f}" for k, v in r["grid"].items())
         gap = r["auto_loss"] - r["best_loss"]
         same = r["auto_loss"] - r["same_wall_loss"]
+        at_wall = (
+            f"{r['same_wall_loss']:.4f} ({r['same_wall_wall']:.0f}) | {same:+.4f}"
+            if math.isfinite(same)
+            else "not run | -"
+        )
         lines.append(
             f"| {r['corpus']} | {r['budget']:g} s | {r['auto_choice']} | {r['auto_loss']:.4f} "
             f"({_spread(r['auto_losses'])}{r['auto_wall']:.0f}) | {r['best']} | {r['best_loss']:.4f} "
             f"({_spread(r['best_losses'])}{r['best_wall']:.0f}) | "
             f"{gap:+.4f} | "
-            f"{r['same_wall_loss']:.4f} ({r['same_wall_wall']:.0f}) | {same:+.4f} | "
-            + " | ".join(f"{r['presets'].get(p, float('nan')):.4f}" for p in PRESETS)
+            f"{at_wall} | "
+            + " | ".join(f"{r['presets'][p]:.4f}" if p in r["presets"] else "not run" for p in PRESETS)
             + f" | {grid} |"
         )
     return "\n".join(lines)
@@ -194,7 +225,19 @@ def main(argv=None) -> int:
     parser.add_argument("--budgets", type=float, nargs="+", default=[60, 300, 1200], help="seconds")
     parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
     parser.add_argument("--grid", type=int, default=len(CANDIDATES), help="the first N candidate shapes")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        metavar="LxC",
+        help="the grid's shapes by depth x width (e.g. 4x192 6x256) instead of --grid",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs of --auto and of the best point")
+    parser.add_argument(
+        "--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS), help="none: skip"
+    )
+    parser.add_argument(
+        "--no-same-wall", action="store_true", help="skip the best point's run at --auto's wall time"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench_auto")
     parser.add_argument("--write", action="store_true", help="put the table in BENCHMARKS.md")
     parser.add_argument("--char-source", type=Path, default=TINY_SHAKESPEARE, help="tinyshakespeare.txt")
@@ -202,14 +245,24 @@ def main(argv=None) -> int:
     os.environ.setdefault("PYTHONPATH", str(ROOT / "src"))
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} logical cores", flush=True)
-    rows = bench(args.work, args.corpora, args.budgets, args.grid, args.char_source, args.repeats)
+    grid = _grid(args.grid, args.shapes)
+    rows = bench(
+        args.work, args.corpora, args.budgets, grid, args.char_source, args.repeats, not args.no_same_wall,
+        tuple(args.presets),
+    )  # fmt: skip
+    picked = f"--shapes {' '.join(args.shapes)}" if args.shapes else f"--grid {args.grid}"
+    extra = (
+        (f" --repeats {args.repeats}" if args.repeats > 1 else "")
+        + (" --no-same-wall" if args.no_same_wall else "")
+        + (f" --presets {' '.join(args.presets)}" if tuple(args.presets) != PRESETS else "")
+    )
     text = "\n".join(
         [
             SECTION,
             "",
             f"Machine: {cpu}, {os.cpu_count()} logical cores. Command: `python bench/bench_auto.py "
             f"--budgets {' '.join(f'{b:g}' for b in args.budgets)} --corpora {' '.join(args.corpora)} "
-            f"--grid {args.grid}{f' --repeats {args.repeats}' if args.repeats > 1 else ''}`. Loss: "
+            f"{picked}{extra}`. Loss: "
             "`lmforge eval` on the whole validation split. --auto's budget is "
             "the whole command (start-up and measuring included); each grid point and preset gets the "
             "same number as its loop's `--time-budget`, start-up not counted, with the threads and "

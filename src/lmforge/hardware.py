@@ -15,6 +15,7 @@ import ctypes
 import os
 import platform
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -43,26 +44,43 @@ def physical_cores() -> int:
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def busy_cpus(seconds: float = 0.25, stat: str = "/proc/stat") -> float | None:
-    """How many CPUs other work kept busy over the next `seconds`, while this process sleeps (Linux's
-    /proc/stat: the machine's busy share times its logical CPUs); None where it cannot be read."""
+class CpuLook(NamedTuple):
+    """Counters at one moment: the machine's busy and total clock ticks and this process's CPU time."""
 
-    def busy_and_total() -> tuple[int, int]:
+    busy_ticks: int
+    total_ticks: int
+    own_cpu_seconds: float
+    at: float  # time.monotonic()
+
+
+def cpu_look(stat: str = "/proc/stat") -> CpuLook | None:
+    """The start of a look at other work (`busy_cpus(since=...)`), now; None where Linux's /proc/stat
+    cannot be read."""
+    try:
         with open(stat) as handle:
             fields = [int(x) for x in handle.readline().split()[1:]]
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
         total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
-        return total - idle, total
-
-    try:
-        busy0, total0 = busy_and_total()
-        time.sleep(seconds)
-        busy1, total1 = busy_and_total()
     except (OSError, ValueError, IndexError):
         return None
-    if total1 <= total0:
+    return CpuLook(total - idle, total, time.process_time(), time.monotonic())
+
+
+def busy_cpus(seconds: float = 0.25, stat: str = "/proc/stat", since: CpuLook | None = None) -> float | None:
+    """How many CPUs other work kept busy over at least `seconds`: the machine's busy share times its
+    logical CPUs, this process's own CPU time taken out. The look spans from `since` (a `cpu_look()`
+    taken earlier, while this process went on with its own work) or from now, sleeping whatever is
+    left of `seconds`; None where /proc/stat cannot be read."""
+    start = since or cpu_look(stat)
+    if start is None:
         return None
-    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+    time.sleep(max(0.0, seconds - (time.monotonic() - start.at)))
+    end = cpu_look(stat)
+    if end is None or end.total_ticks <= start.total_ticks:
+        return None
+    own_ticks = (end.own_cpu_seconds - start.own_cpu_seconds) * os.sysconf("SC_CLK_TCK")
+    share = (end.busy_ticks - start.busy_ticks - own_ticks) / (end.total_ticks - start.total_ticks)
+    return max(0.0, share * (os.cpu_count() or 1))
 
 
 def _cpuinfo(field: str) -> str:

@@ -25,7 +25,7 @@ def a_shared_machine(monkeypatch):
     runs beside the suite; `test_on_an_idle_machine_the_threads_are_not_timed` makes it idle."""
     from lmforge import hardware
 
-    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25: 1.0)
+    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25, since=None: 1.0)
     # and no speeds cached from an earlier test's made-up machine (tune/auto_speeds.py)
     monkeypatch.setenv("LMFORGE_AUTO_SPEEDS", "off")
 
@@ -264,7 +264,7 @@ def test_a_later_run_times_one_shape_afresh_and_scales_the_cached_speeds(char_da
 def test_on_an_idle_machine_the_threads_are_not_timed(char_data, monkeypatch):
     from lmforge import hardware
 
-    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25: 0.04)
+    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25, since=None: 0.04)
     monkeypatch.setattr(hardware, "physical_cores", lambda: 2)
     idle, timed = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
     assert idle.record["fast_paths"] == [] and idle.record["threads_idle"] == {
@@ -273,7 +273,7 @@ def test_on_an_idle_machine_the_threads_are_not_timed(char_data, monkeypatch):
     }
     assert idle.updates["train.threads"] == 2
     assert timed[0] == "1x64"  # the first timing is the smallest candidate's: no threads timed before it
-    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25: 0.6)  # shared: both counts timed
+    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25, since=None: 0.6)  # shared: both counts timed
     shared, _ = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
     assert [row["train.threads"] for row in shared.record["fast_paths"]] == [
         2,

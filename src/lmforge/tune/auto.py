@@ -6,7 +6,8 @@ made where the run happens, in three measured steps and one prediction:
 
 1. **threads** -- on a machine other work shares, a mid-sized candidate is timed with each thread
    count training could use; the fastest is kept for every candidate (`train.threads`). On an idle
-   one (a quarter-second look at /proc/stat: hardware.busy_cpus) all cores win and are not timed.
+   one (a quarter-second look at /proc/stat over --auto's set-up: hardware.busy_cpus) all cores win
+   and are not timed.
    The attention implementation and the hand-written kernels are not a knob here:
    `model.attn_impl="auto"` lets models/fastpaths.py's cached per-CPU probe choose them, for each
    candidate as it is timed and again (from its cache) when the run starts.
@@ -169,6 +170,7 @@ def plan(
     from lmforge.config import apply_updates, build_run_config
     from lmforge.train.data import open_data
 
+    look = hardware.cpu_look()  # other work, seen over the set-up below (our own taken out)
     model = load_model(tokenizer_kind)
     fit = model.fit
     if fixed.get("train.dtype") == "auto":  # the precision is one of the knobs --auto times
@@ -205,12 +207,13 @@ def plan(
 
     # the threads, on a mid-sized shape in float32 (the precision is each candidate's own, below) --
     # unless nothing else is running: fewer threads win only on cores shared with other work, and
-    # timing both took ~1 s of a 60 s budget where a look at the machine takes a quarter of one
+    # timing both took ~1 s of a 60 s budget where a look at the machine takes a quarter of one,
+    # most of it spent on the set-up above
     chosen_path = {knob: values[0] for knob, values in options}
     path_rows: list[dict] = []
     idle = None
     if any(knob == "train.threads" for knob, _ in options):
-        busy = hardware.busy_cpus()
+        busy = hardware.busy_cpus(since=look)
         if busy is not None and busy < IDLE_CPUS:
             idle = {"busy_cpus": round(busy, 2), "train.threads": chosen_path["train.threads"]}
             options = [(knob, values) for knob, values in options if knob != "train.threads"]
