@@ -273,7 +273,8 @@ def test_on_an_idle_machine_the_threads_are_not_timed(char_data, monkeypatch):
     }
     assert idle.updates["train.threads"] == 2
     assert timed[0] == "1x64"  # the first timing is the smallest candidate's: no threads timed before it
-    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25, since=None: 0.6)  # shared: both counts timed
+    # a shared machine: both thread counts are timed
+    monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25, since=None: 0.6)
     shared, _ = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
     assert [row["train.threads"] for row in shared.record["fast_paths"]] == [
         2,
