@@ -669,15 +669,6 @@ def _auto_threads(record: dict) -> str:
     return f"timed on a mid-sized shape, {timed}" if timed else "one core"
 
 
-def _auto_first(record: dict) -> str:
-    """Which shape --auto timed first, and the speeds it expected from."""
-    first = record.get("first_timed")
-    if not first:
-        return "the smallest shape"
-    where = "this machine measured before" if first["guessed_by"] == "cache" else "the ladder's runs had"
-    return f"{first['name']}, expected to win at the speeds {where}"
-
-
 def _threads(settings: dict) -> str:
     count = settings.get("train.threads")
     return "" if count is None else f"{count} thread{'s' if count != 1 else ''}, "
@@ -726,7 +717,6 @@ def step_adjust(cache: Path, figures) -> dict:
             rows,
         ),
         "auto_paths": _auto_threads(record),
-        "auto_first": _auto_first(record),
         "auto_not_timed": "; ".join(
             f"{c['name']} (at most {n(c['tokens_per_second_bound'])} tok/s, "
             f"predicted {f(c['best_case_loss'])} at best)"

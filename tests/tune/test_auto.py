@@ -224,32 +224,6 @@ def test_a_candidate_that_cannot_win_even_at_its_fastest_is_not_timed(char_data,
         assert "Not timed, since even at their fastest" in "\n".join(auto_section(planned.record, None))
 
 
-def test_the_shape_expected_to_win_is_timed_first_and_bounds_the_smaller_ones(char_data, monkeypatch):
-    # 20 minutes: the ladder's speeds expect a larger shape to win; timed first, its speed and FLOPs
-    # rule out the smallest shapes from above (a smaller shape runs at no more FLOP/s) untimed
-    planned, timed = _plan_on_a_made_up_machine(char_data, monkeypatch, 1200)
-    first = planned.record["first_timed"]
-    assert first["guessed_by"] == "ladder" and timed[0] == first["name"].split()[0] != "1x64"
-    sizes = {c["name"]: c["n_params"] for c in planned.record["candidates"]}
-    ruled_out_from_above = [r for r in planned.record["not_timed"] if r["n_params"] < sizes[first["name"]]]
-    assert ruled_out_from_above and "1x64" not in timed, (timed, planned.record["not_timed"])
-    # and timing every shape smallest first makes the same choice
-    with monkeypatch.context() as patch:
-        patch.setattr(auto, "_speed_bound", lambda *args: None)
-        patch.setattr(auto, "first_to_time", lambda shapes, *args: shapes[0][0])
-        everything, timed_all = _plan_on_a_made_up_machine(char_data, patch, 1200)
-    assert timed_all[0] == "1x64" and everything.record["chosen"]["name"] == planned.record["chosen"]["name"]
-
-
-def test_without_guesses_the_smallest_is_timed_first():
-    shapes = [("small", 1_000), ("large", 100_000)]
-    assert auto_rule.first_to_time(shapes, {}, MODEL, 60, 1e12, 1000) == "small"
-    # a machine fast enough for the large one: it is expected to win, and goes first
-    fast = {"small": 1e11 / (6 * 1_000), "large": 1e11 / (6 * 100_000)}
-    assert auto_rule.first_to_time(shapes, fast, MODEL, 1200, 1e12, 1000) == "large"
-    assert auto_rule.first_to_time(shapes, {"large": 10.0}, MODEL, 60, 1e12, 1000) == "large"
-
-
 def test_a_later_run_times_one_shape_afresh_and_scales_the_cached_speeds(char_data, monkeypatch, tmp_path):
     monkeypatch.setenv("LMFORGE_AUTO_SPEEDS", "on")
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
@@ -257,10 +231,8 @@ def test_a_later_run_times_one_shape_afresh_and_scales_the_cached_speeds(char_da
     assert (tmp_path / "auto_speeds.json").is_file() and "cached_speeds" not in first.record
     # the next run, on the same machine 10% busier: the smallest shape is timed, the rest scaled
     later, timed_later = _plan_on_a_made_up_machine(char_data, monkeypatch, 60, speed=0.9)
-    first_timed = later.record["first_timed"]
-    assert first_timed["guessed_by"] == "cache" and first.record["first_timed"]["guessed_by"] == "ladder"
-    assert timed_later[0] == first_timed["name"].split()[0] and len(timed_later) < len(timed_first)
-    assert later.record["cached_speeds"] == {"by": first_timed["name"], "factor": pytest.approx(0.9)}
+    assert timed_later[0] == "1x64" and len(timed_later) < len(timed_first), (timed_first, timed_later)
+    assert later.record["cached_speeds"] == {"by": "1x64 ctx64 b32", "factor": pytest.approx(0.9)}
     before = {c["name"]: c for c in first.record["candidates"]}
     scaled = [c for c in later.record["candidates"] if "cached_speed_scale" in c]
     assert scaled
@@ -300,8 +272,7 @@ def test_on_an_idle_machine_the_threads_are_not_timed(char_data, monkeypatch):
         "train.threads": 2,
     }
     assert idle.updates["train.threads"] == 2
-    # the first timing is the first candidate's: no threads timed before it
-    assert timed[0] == idle.record["first_timed"]["name"].split()[0]
+    assert timed[0] == "1x64"  # the first timing is the smallest candidate's: no threads timed before it
     # a shared machine: both thread counts are timed
     monkeypatch.setattr(hardware, "busy_cpus", lambda seconds=0.25, since=None: 0.6)
     shared, _ = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)

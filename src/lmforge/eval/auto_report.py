@@ -52,10 +52,6 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
             rows,
         )
     )
-    if auto.get("first_timed"):
-        first = auto["first_timed"]
-        where = "this machine measured before" if first["guessed_by"] == "cache" else "the ladder's runs had"
-        lines += ["", f"Timed first: {first['name']}, the one expected to win at the speeds {where}."]
     if auto.get("not_timed"):
         skipped = "; ".join(
             f"{c['name']} (N {c['n_params']:,}: at most {round(c['tokens_per_second_bound']):,} tokens/s, "

@@ -16,12 +16,10 @@ made where the run happens, in three measured steps and one prediction:
    in float32 and under bf16 autocast where train.dtype=auto would time both, alternating; it trains
    in bfloat16 only if that was train/precision.py's GAIN faster *for that shape* (the gain grows
    with width and batch: a verdict carries only to shapes whose every matmul is at least as large).
-   The shape expected to win goes first (at this machine's cached speeds, else the ladder's), then
-   the others smallest first; a shape that could not win even at an upper bound on its speed (from
-   the timed shapes' speeds and FLOPs per token, larger and smaller: auto_rule.THROUGHPUT_GROWTH) is
-   not timed at all. Speeds measured by earlier --auto runs on this machine are kept
-   (tune/auto_speeds.py): a later run times the first shape afresh and scales the others' cached
-   speeds by its ratio to its cached one.
+   Smallest first; a shape that could not win even at an upper bound on its speed (from the smaller
+   shapes' speeds and its FLOPs per token, auto_rule.THROUGHPUT_GROWTH) is not timed at all. Speeds
+   measured by earlier --auto runs on this machine are kept (tune/auto_speeds.py): a later run times
+   the first shape afresh and scales the others' cached speeds by its ratio to its cached one.
 3. **tokens** -- what each would see in the budget: D = tokens/s x (budget - start-up - probe - the
    evaluations it will make).
 4. **loss** -- the project's scaling fit L(N, D) = E + A/N^alpha + B/D^beta (tune/scaling.py; the
@@ -73,7 +71,6 @@ from lmforge.tune.auto_rule import (
     best_case_loss,
     choose,
     eval_tokens_for,
-    first_to_time,
     heads_for,
     load_model,
     lr_for,
@@ -246,9 +243,9 @@ def plan(
     # each candidate's speed in the precision(s) its run could take; bfloat16 only where it pays for
     # that shape (the rule of train.dtype=auto: at 2 x 128 bf16 was 1.09x float32 at batch 8 and
     # 1.5x at batch 16 on the Intel Xeon of BENCHMARKS.md, so one shape cannot decide for all -- but a
-    # shape whose every matmul is at least as large as a winner's gains at least as much). A
-    # candidate that could not win even at a bound on its speed is not timed at all: at a 60 s
-    # budget, timing all of them took a sixth of it (BENCHMARKS.md, "--auto").
+    # shape whose every matmul is at least as large as a winner's gains at least as much). Smallest
+    # first, and a candidate that could not win even at a bound on its speed is not timed at all:
+    # at a 60 s budget, timing all of them took a sixth of it (BENCHMARKS.md, "--auto").
     eval_tokens = first.train.eval_tokens
     measured: list[Measured] = []
     costs: dict[str, Cost] = {}
@@ -262,40 +259,14 @@ def plan(
     fresh: dict[str, dict[str, float]] = {}
     scale: dict = {}  # {"by": the shape timed afresh, "factor": its speed now over its cached speed}
     from_cache: dict[str, float] = {}
-    configs = {name: config_of({**updates, **chosen_path}) for name, updates in shapes}
-    counted = {name: _cost(config) for name, config in configs.items()}
-    speed_keys = {name: auto_speeds.key(config) for name, config in configs.items()}
-    # the shape expected to win goes first: its speed bounds the others from both sides (a smaller
-    # shape runs at no more FLOP/s), so at 60 s on BPE the smallest is no longer timed in two
-    # precisions only to lose; expected from this machine's cached speeds, else the ladder's own
-    guesses = {name: max(cached.get(key, {}).values(), default=0.0) for name, key in speed_keys.items()}
-    first_timed = {"guessed_by": "cache" if any(guesses.values()) else "ladder"}
-    if first_timed["guessed_by"] == "ladder":
-        guesses = {name: model.speeds.get(name, 0.0) for name in configs}
-    first_timed["name"] = first_to_time(
-        [(name, counted[name][1]) for name, _ in shapes], guesses, model,
-        budget - elapsed() - MARGIN_SECONDS, unique_tokens, eval_tokens,
-    )  # fmt: skip
-    logger.info(
-        f"auto: {first_timed['name']} timed first, expected to win at the speeds "
-        + (
-            "this machine measured before"
-            if first_timed["guessed_by"] == "cache"
-            else "the ladder's runs had"
-        )
-    )
-    shapes = sorted(shapes, key=lambda shape: shape[0] != first_timed["name"])  # the rest smallest first
-    too_slow: int | None = None  # FLOPs per token of a shape under 100 steps in the budget
     for name, updates in shapes:
-        config = configs[name]
-        cost, n_params = counted[name]
-        if too_slow is not None and cost.flops_per_token >= too_slow:
-            continue  # slower still than a shape that had no time for 100 steps
+        config = config_of({**updates, **chosen_path})
+        cost, n_params = _cost(config)
         dtypes = timed[name]
         winner = _bf16_winner(cost, dtypes, measured, costs)
         if winner is not None:
             dtypes, dtype_from[name] = ("bfloat16",), winner
-        speed_key = speed_keys[name]
+        speed_key = auto_speeds.key(config)
         hit = cached.get(speed_key, {})
         if scale and set(dtypes) <= set(hit):
             by_dtype = {d: hit[d] * scale["factor"] for d in dtypes}
@@ -336,11 +307,11 @@ def plan(
         logger.info(f"auto: {name}: {n_params:,} parameters, tok/s {speeds} -> {dtype}{why}")
         step_tokens = config.train.batch_size * config.model.seq_len
         if by_dtype[dtype] * (budget - elapsed() - MARGIN_SECONDS) / step_tokens < 100:
-            too_slow = min(too_slow or cost.flops_per_token, cost.flops_per_token)  # and larger ones
+            break  # under 100 steps in the budget: the larger shapes after it are slower still
         if elapsed() > probe_end:
             left = len(shapes) - len(measured) - len(not_timed)
             logger.info(
-                f"auto: measuring took its share of the budget; the {left} other candidates are left out"
+                f"auto: measuring took its share of the budget; the {left} larger candidates are left out"
             )
             break
     timed_again = _time_again_where_it_could_matter(
@@ -394,7 +365,6 @@ def plan(
         "given": {k: fixed[k] for k in kept},
         "fast_paths": path_rows,
         **({"threads_idle": idle} if idle else {}),
-        "first_timed": first_timed,
         **({"cached_speeds": {"by": scale["by"], "factor": round(scale["factor"], 4)}} if from_cache else {}),
         "candidates": [
             {
@@ -478,17 +448,15 @@ def _bf16_winner(cost: Cost, dtypes: tuple[str, ...], measured: list[Measured], 
 
 
 def _speed_bound(cost: Cost, dtypes: tuple[str, ...], measured: list[Measured], costs: dict) -> float | None:
-    """The fastest this candidate could train, from each candidate timed in the same precisions (auto_rule
-    SPEED_SLACK): one with fewer FLOPs per token F_m bounds it at (F_m / F)^(1 - THROUGHPUT_GROWTH) of
-    its tokens/s (FLOP/s grow slower than F), one with more at F_m / F of its tokens/s (a smaller
-    shape runs at no more FLOP/s); None when none was timed."""
-    bounds = []
-    for m in measured:
-        if not set(dtypes) <= set(m.speeds):
-            continue
-        ratio = costs[m.name].flops_per_token / cost.flops_per_token
-        growth = (1 - THROUGHPUT_GROWTH) if ratio <= 1 else 1.0
-        bounds.append(SPEED_SLACK * max(m.speeds[d] for d in dtypes) * ratio**growth)
+    """The fastest this candidate could train, from each candidate timed in the same precisions with
+    fewer FLOPs per token (auto_rule THROUGHPUT_GROWTH, SPEED_SLACK); None when none was."""
+    bounds = [
+        SPEED_SLACK
+        * max(m.speeds[d] for d in dtypes)
+        * (costs[m.name].flops_per_token / cost.flops_per_token) ** (1 - THROUGHPUT_GROWTH)
+        for m in measured
+        if costs[m.name].flops_per_token <= cost.flops_per_token and set(dtypes) <= set(m.speeds)
+    ]
     return min(bounds) if bounds else None
 
 

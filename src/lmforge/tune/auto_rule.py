@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +48,7 @@ PROBE_SLICE = (0.3, 1.5)  # seconds of timed steps per candidate, at least / at 
 # fast as one timed with F_timed <= F FLOPs per token: larger matmuls run at more FLOP/s, but slower
 # than F grows. On the Zen 4 (--auto's log, 2026-12-04) FLOP/s grew as F^0.22 from 1x64 to 6x256 and
 # as F^0.37 from 4x128 to 4x192; the exponent and the slack (a timed slice slowed by chance) leave room
-# for a CPU whose bf16 units gain more with size. And at most SPEED_SLACK x F_timed / F times as fast
-# as one timed with F_timed > F: smaller matmuls run at no more FLOP/s (the same Zen 4 on BPE, bf16,
-# 2026-12-05: 1 x 64 105 GFLOP/s, 2 x 64 114, 3 x 64 114, 4 x 128 151, 4 x 192 157, 6 x 256 177).
+# for a CPU whose bf16 units gain more with size.
 THROUGHPUT_GROWTH = 0.5
 SPEED_SLACK = 1.25
 
@@ -147,9 +144,6 @@ class LossModel:
     name: str = "fit"
     # shape name -> its ladder runs' (log effective D, log(measured loss / fit)), by D
     corrections: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
-    # shape name -> the median tokens/s of its ladder runs, on the ladder's machine: which shape to
-    # time first where nothing of this machine is known (`first_to_time`), never a speed to choose by
-    speeds: dict[str, float] = field(default_factory=dict)
 
     def correction(self, shape: str, tokens: float) -> float:
         """log(loss / fit) for `shape` at `tokens` effective tokens (0 for a shape never run)."""
@@ -255,34 +249,9 @@ def load_model(tokenizer_kind: str, path: Path | None = None) -> LossModel:
     f = entry["fit"]
     fit = ScalingFit(f["E"], f["A"], f["alpha"], f["B"], f["beta"], f["rmse_log"])
     runs: dict[str, list[tuple[float, float]]] = {}
-    speeds: dict[str, list[float]] = {}
     for point in entry.get("points", []):
         d = effective_tokens(point["D"], entry.get("unique_tokens", 0))
         ratio = math.log(point["loss"] / float(fit.loss(point["N"], d)))
         runs.setdefault(point["shape"], []).append((math.log(d), ratio))
-        if point.get("tokens_per_second"):
-            speeds.setdefault(point["shape"], []).append(float(point["tokens_per_second"]))
     corrections = {shape: tuple(sorted(points)) for shape, points in runs.items()}
-    return LossModel(fit, name, corrections, {shape: statistics.median(v) for shape, v in speeds.items()})
-
-
-def first_to_time(
-    shapes: list[tuple[str, int]],
-    guesses: dict[str, float],
-    model: LossModel,
-    seconds: float,
-    unique_tokens: float,
-    eval_tokens: int,
-) -> str:
-    """The candidate to time first: the one predicted best at `guesses` (tokens/s each shape is
-    expected to train at: this machine's cached speeds, else the ladder's), so that the speed bounds
-    from it rule out the others from both sides before they cost a timing; the first of `shapes`
-    (name, non-embedding parameters; smallest first) where none has a guess."""
-    guessed = [
-        predict(Measured(name, {}, n_params, guesses[name]), model, seconds, unique_tokens, eval_tokens)
-        for name, n_params in shapes
-        if guesses.get(name, 0) > 0
-    ]
-    if not guessed or seconds <= 0:
-        return shapes[0][0]
-    return min(guessed, key=lambda p: p.predicted_loss).measured.name
+    return LossModel(fit, name, corrections)
