@@ -31,6 +31,14 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
         + (", ".join(f"{k}={v}" for k, v in auto.get("given", {}).items()) or "nothing"),
         "",
     ]
+    if auto.get("beyond_ladder"):
+        beyond = auto["beyond_ladder"]
+        lines += [
+            f"Beyond the ladder: the chosen run sees its corpus {beyond['passes']:g} times, its ladder's "
+            f"runs at most {beyond['ladder_passes']:g}; the prediction is an extrapolation, and with "
+            "this many passes a larger model may do better.",
+            "",
+        ]
     rows = [
         [c["name"] + (" **(chosen)**" if c.get("chosen") else "") + timed_twice(c),
          c["n_params"],

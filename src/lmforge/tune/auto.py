@@ -347,6 +347,17 @@ def plan(
             f"{', ladder runs of this shape' if p.measured.name in model.corrections else ''})"
             f"{'  <- chosen' if p is best else ''}"
         )
+    # many passes over a small corpus: the ladder never ran there, and on BPE at 20 minutes its
+    # repetition rule ranked a small model seeing the corpus 13x above a large one seeing it 4.5x,
+    # 0.09 worse (BENCHMARKS.md, "20 minutes on BPE: the first long row")
+    passes = best.tokens / unique_tokens if unique_tokens > 0 else 0.0
+    beyond = model.max_passes > 0 and passes > model.max_passes
+    if beyond:
+        logger.warning(
+            f"warning: --auto's choice would see the corpus {passes:.1f} times, more than any of its "
+            f"ladder's runs ({model.max_passes:.1f}): its prediction is an extrapolation, and with this "
+            "many passes a larger model than the one chosen may do better; more text helps most"
+        )
     kept = [k for k in (*KNOBS, *FAST_PATH_KNOBS) if k in fixed]
     logger.info(
         f"auto: chose {best.measured.name} ({_path_name(updates) or 'given precision'}), lr "
@@ -391,7 +402,9 @@ def plan(
         "not_timed": not_timed,
         "chosen": {"name": best.measured.name, **updates},
         "predicted_loss": round(best.predicted_loss, 4),
-    }
+        **({"beyond_ladder": {"passes": round(passes, 1), "ladder_passes": round(model.max_passes, 1)}}
+           if beyond else {}),
+    }  # fmt: skip
     return Plan(updates, record)
 
 

@@ -144,6 +144,9 @@ class LossModel:
     name: str = "fit"
     # shape name -> its ladder runs' (log effective D, log(measured loss / fit)), by D
     corrections: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    # the most passes over its corpus any ladder run made (0: not known): a candidate that would see
+    # its own corpus more often is predicted from beyond the ladder
+    max_passes: float = 0.0
 
     def correction(self, shape: str, tokens: float) -> float:
         """log(loss / fit) for `shape` at `tokens` effective tokens (0 for a shape never run)."""
@@ -254,4 +257,6 @@ def load_model(tokenizer_kind: str, path: Path | None = None) -> LossModel:
         ratio = math.log(point["loss"] / float(fit.loss(point["N"], d)))
         runs.setdefault(point["shape"], []).append((math.log(d), ratio))
     corrections = {shape: tuple(sorted(points)) for shape, points in runs.items()}
-    return LossModel(fit, name, corrections)
+    unique = entry.get("unique_tokens", 0)
+    max_passes = max((p["D"] / unique for p in entry.get("points", [])), default=0.0) if unique else 0.0
+    return LossModel(fit, name, corrections, max_passes)
