@@ -42,7 +42,7 @@ def build_unfilled(cfg: GPTConfig | GRUConfig) -> nn.Module:
     """The model for ``cfg`` with its parameters allocated but never filled (no initialiser runs): for
     counting parameters and FLOPs, in milliseconds (6 ms for 6 x 256 on BPE 4096, 36 ms with torch's
     default initialisers). Counting on the meta device instead imported ``torch._dynamo`` (its random
-    initialisers are Python references there): a second of every `train --auto` start."""
+    initialisers are Python references there): 0.8 s of every `train --auto` run's measuring."""
     with _initialisers_skipped():
         return MODELS[cfg.family][1](cfg)
 
