@@ -79,6 +79,12 @@ POINTS = {
 # the ladder stopped at 4M)
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the checkout where it lies inside it: the shipped file names no machine."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def run_point(
     data_dir: Path, work: Path, index: int, tokens: int, stored: list[dict], threads: int = THREADS
 ) -> dict:
@@ -191,7 +197,7 @@ def main(argv=None) -> int:
                 print(f"{kind} {point['shape']:<22} D {point['D']:>10,}: loss {point['loss']:.4f} ({speed})")
                 points.append(point)
             ladders[kind] = {
-                "data": str(data_dir),
+                "data": _shown(data_dir),
                 "unique_tokens": split_tokens(data_dir, "train"),
                 "eval": EVAL,
                 "points": points,
