@@ -5,13 +5,15 @@ Each ladder point is one real `train()` of an --auto candidate shape (tune/auto.
 the schedule follows steps and the point does not depend on this machine's speed), evaluated once at
 the end on the whole validation split -- the loss `bench/bench_auto.py` compares (a 65,536-token
 slice ranked shapes 0.08 apart on the whole split as level). From the points (N non-embedding parameters,
-effective tokens D' for the repeats -- see tune/auto.py -- and the loss) it fits
-L(N, D) = E + A/N^alpha + B/D^beta with tune/scaling.py's `fit_scaling`, one fit per corpus kind
+effective tokens D' for the repeats -- see tune/auto_rule.py -- and the loss) it fits
+L(N, D') = E + A/N^alpha + B/D'^beta with tune/scaling.py's `fit_scaling`, and the repeats' R* that fits
+best (auto_rule.fit_with_repeats), one fit per corpus kind
 (character-level Tiny Shakespeare for `char` tokenizers, the built-in corpus in BPE 4096 for `bpe`),
 and writes src/lmforge/presets/auto_ladder.json (points and fits).
 
     python bench/auto_ladder.py --char-data DATA_CHAR --bpe-data DATA_BPE     # run the ladder, refit
     python bench/auto_ladder.py --refit                                      # refit the stored points
+    python bench/auto_ladder.py --bpe-data DATA_BPE --jobs 2     # new points two at a time, 1 thread each
 
 The data folders: `lmforge data prepare --source ../shared/data/tinyshakespeare.txt --out DATA_CHAR
 --tokenizer char --split tail` and `lmforge data prepare --source shakespeare --out DATA_BPE`.
@@ -34,8 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge import io, logs  # noqa: E402
 from lmforge.hardware import cpu_model  # noqa: E402
-from lmforge.tune.auto_rule import CANDIDATES, RECIPE, effective_tokens  # noqa: E402
-from lmforge.tune.scaling import fit_scaling  # noqa: E402
+from lmforge.tune.auto_rule import CANDIDATES, RECIPE, effective_tokens, fit_with_repeats  # noqa: E402
 
 OUT = ROOT / "src" / "lmforge" / "presets" / "auto_ladder.json"
 EVAL = "whole split"  # what a point's loss is over; a stored point measured otherwise is run again
@@ -64,6 +65,7 @@ POINTS = {
         (5, 1_000_000), (5, 2_000_000),
         (0, 8_000_000), (1, 12_000_000), (2, 8_000_000), (4, 4_000_000),
         (3, 4_000_000), (3, 8_000_000),
+        (4, 20_000_000), (5, 12_000_000), (6, 2_000_000), (6, 7_000_000),
     ],
 }  # fmt: skip
 # --auto predicts a shape from its own runs where the ladder has them (auto_rule.LossModel), so the
@@ -76,7 +78,10 @@ POINTS = {
 # reached 4.11, which chose it over 4 x 128 (4.04) on 2026-12-04 (BENCHMARKS.md). The 2 x 128 rows:
 # held from its 2M-token run, its ratio predicted 4.025 for 5 minutes (7.2M tokens), it reached 4.119.
 # The last character rows do the same for 5 minutes on characters (2 x 64 trains ~28M tokens there;
-# the ladder stopped at 4M)
+# the ladder stopped at 4M). The last BPE row reaches what 20 minutes give the three largest shapes
+# (4 x 128: ~20M tokens, 13.8 passes over the 1.48M-token corpus; 4 x 192: ~12.7M; 6 x 256: ~6.7M):
+# without it 4 x 128's 4M-token ratio was held to 20M, predicted 3.75 where it reached 4.01, and --auto
+# chose it over 6 x 256 (3.92) on 2026-12-05 (BENCHMARKS.md).
 
 
 def _shown(path: Path) -> str:
@@ -143,6 +148,36 @@ def run_point(
     return point
 
 
+def run_new_points(kind: str, data_dir: Path, work: Path, stored: list[dict], threads: int, jobs: int):
+    """Run the points of POINTS[kind] that are neither stored nor cached, `jobs` at a time in their own
+    processes (each with `threads` threads), the costliest first; each leaves its point.json for the
+    sequential pass that follows. A point's loss does not depend on what runs beside it (the token
+    count stops it, not the clock); its recorded speed does."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    todo = []
+    for index, tokens in POINTS[kind]:
+        shape = CANDIDATES[index]
+        name = f"{shape.name.replace(' ', '_')}_{tokens}"
+        known = any(
+            p["shape"] == shape.name and tokens * 0.95 <= p["D"] <= tokens and p.get("eval") == EVAL
+            for p in stored
+        )
+        if not known and not (work / name / "point.json").is_file():
+            todo.append((shape.n_layer * shape.n_embd**2 * tokens, index, tokens))
+    if not todo:
+        return
+    print(f"{kind}: {len(todo)} new point(s), {jobs} at a time")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [
+            pool.submit(run_point, data_dir, work, index, tokens, stored, threads)
+            for _, index, tokens in sorted(todo, reverse=True)
+        ]
+        for future in futures:
+            future.result()
+
+
 def _non_embedding(config) -> int:
     from lmforge.models.registry import build_model
 
@@ -159,14 +194,14 @@ def refit(ladders: dict) -> dict:
     for kind, ladder in ladders.items():
         u = ladder["unique_tokens"]
         pts = ladder["points"]
-        fit = fit_scaling(
-            [p["N"] for p in pts], [effective_tokens(p["D"], u) for p in pts], [p["loss"] for p in pts]
+        fit, half_life = fit_with_repeats(
+            [p["N"] for p in pts], [p["D"] for p in pts], [p["loss"] for p in pts], u
         )
-        fits[kind] = {"fit": fit.__dict__, **ladder}
-        print(f"{kind}: L = {fit.E:.3f} + {fit.A:.4g}/N^{fit.alpha:.3f} + {fit.B:.4g}/D^{fit.beta:.3f} "
-              f"(RMS log residual {fit.rmse_log:.4f}, {len(pts)} points)")  # fmt: skip
+        fits[kind] = {"fit": {**fit.__dict__, "repeat_half_life": half_life}, **ladder}
+        print(f"{kind}: L = {fit.E:.3f} + {fit.A:.4g}/N^{fit.alpha:.3f} + {fit.B:.4g}/D'^{fit.beta:.3f}, "
+              f"R* {half_life:g} (RMS log residual {fit.rmse_log:.4f}, {len(pts)} points)")  # fmt: skip
         for p in pts:
-            pred = float(fit.loss(p["N"], effective_tokens(p["D"], u)))
+            pred = float(fit.loss(p["N"], effective_tokens(p["D"], u, half_life)))
             print(f"  {p['shape']:<22} N {p['N']:>9,} D {p['D']:>10,}  loss {p['loss']:.4f}  fit {pred:.4f}")
     return fits
 
@@ -178,6 +213,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "auto_ladder", help="ladder runs")
     parser.add_argument("--refit", action="store_true", help="only refit the points stored in the JSON")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (a quiet machine: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="new points run at once, each in its own process")
     args = parser.parse_args(argv)
     stored = json.loads(OUT.read_text()) if OUT.is_file() else {"fits": {}}
     ladders = {
@@ -189,9 +225,11 @@ def main(argv=None) -> int:
         for kind, data_dir in (("char", args.char_data), ("bpe", args.bpe_data)):
             if data_dir is None:
                 continue
+            stored_points = ladders.get(kind, {}).get("points", [])
+            if args.jobs > 1:
+                run_new_points(kind, data_dir, args.work / kind, stored_points, args.threads, args.jobs)
             points = []
             for index, tokens in POINTS[kind]:
-                stored_points = ladders.get(kind, {}).get("points", [])
                 point = run_point(data_dir, args.work / kind, index, tokens, stored_points, args.threads)
                 speed = f"{point['seconds']}s, {point['tokens_per_second']:,.0f} tok/s"
                 print(f"{kind} {point['shape']:<22} D {point['D']:>10,}: loss {point['loss']:.4f} ({speed})")

@@ -208,15 +208,16 @@ def auto_choice(record: dict, metrics: list[dict], unique_tokens: int, path: Pat
     (a line, ending at its budget), and the chosen run's real validation losses (dots)."""
     import numpy as np
 
-    from lmforge.tune.auto_rule import effective_tokens
+    from lmforge.tune.auto_rule import REPEAT_HALF_LIFE, effective_tokens
     from lmforge.tune.scaling import ScalingFit
 
     plt = pyplot()
     fit = ScalingFit(**{k: record["fit"][k] for k in ("E", "A", "alpha", "B", "beta")}, rmse_log=0.0)
+    half_life = record["fit"].get("repeat_half_life", REPEAT_HALF_LIFE)  # runs from before it was fitted
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for cand, color in zip(record["candidates"], COLORS * 3, strict=False):
         d = np.geomspace(2e4, max(cand["tokens"], 3e4), 60)
-        loss = [float(fit.loss(cand["n_params"], effective_tokens(x, unique_tokens))) for x in d]
+        loss = [float(fit.loss(cand["n_params"], effective_tokens(x, unique_tokens, half_life))) for x in d]
         style = {"lw": 2.2} if cand["chosen"] else {"lw": 1, "alpha": 0.7}
         label = f"{cand['name']}: {cand['tokens_per_second'] / 1e3:.1f}k tok/s"
         ax.plot(d, loss, color=color, label=label + (" (chosen)" if cand["chosen"] else ""), **style)

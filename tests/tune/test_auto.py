@@ -79,6 +79,22 @@ def test_repeated_data_is_worth_less_and_a_small_corpus_moves_the_choice_up():
     assert chosen_size(3e10, 1200, unique=1e5) > chosen_size(3e10, 1200, unique=1e12)
 
 
+def test_the_ladder_refit_finds_how_much_repeats_are_worth():
+    from lmforge.tune.scaling import ScalingFit
+
+    law, unique = ScalingFit(2.0, 10.0, 0.3, 50.0, 0.35, 0.0), 1e6
+    n, d = zip(*[(size, tokens) for size in (1e5, 3e5, 1e6) for tokens in (5e5, 2e6, 8e6, 2e7)], strict=True)
+    loss = [float(law.loss(a, effective_tokens(b, unique, 4.0))) for a, b in zip(n, d, strict=True)]
+    fit, half_life = auto_rule.fit_with_repeats(n, d, loss, unique, half_lives=(1.5, 4.0, 15.4, 45.0))
+    assert half_life == 4.0 and fit.rmse_log < 1e-3
+    assert fit.loss(3e5, effective_tokens(2e7, unique, 4.0)) == pytest.approx(loss[7], rel=1e-3)
+    # runs that never see their corpus twice cannot tell: the published R* stays
+    n, d = zip(*[(size, tokens) for size in (1e5, 1e6) for tokens in (1e5, 2e5, 5e5, 1e6)], strict=True)
+    loss = [float(law.loss(a, b)) for a, b in zip(n, d, strict=True)]
+    _, half_life = auto_rule.fit_with_repeats(n, d, loss, unique, half_lives=(1.5, 4.0))
+    assert half_life == auto_rule.REPEAT_HALF_LIFE
+
+
 def test_nothing_to_choose_or_no_time_is_a_user_error():
     with pytest.raises(UserError, match="no candidate"):
         choose([], MODEL, 300, 1e6, 1000)
@@ -335,7 +351,7 @@ def test_the_shipped_ladders_load_and_reproduce_their_own_runs():
     for kind, entry in data["fits"].items():
         model = auto_rule.load_model(kind)
         for point in entry["points"]:  # at its own tokens, each shape's prediction is what it measured
-            d = effective_tokens(point["D"], entry["unique_tokens"])
+            d = model.effective(point["D"], entry["unique_tokens"])  # with the R* its refit chose
             assert model.loss(point["shape"], point["N"], d) == pytest.approx(point["loss"], rel=1e-9)
     assert set(model.corrections) <= {shape.name for shape in auto_rule.CANDIDATES}
 

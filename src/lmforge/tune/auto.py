@@ -370,7 +370,10 @@ def plan(
         "startup_seconds": round(probe_start, 2),
         "probe_seconds": round(probe_seconds, 2),
         "train_seconds": round(available, 2),
-        "fit": {"name": model.name, "E": fit.E, "A": fit.A, "alpha": fit.alpha, "B": fit.B, "beta": fit.beta},
+        "fit": {
+            "name": model.name, "E": fit.E, "A": fit.A, "alpha": fit.alpha, "B": fit.B, "beta": fit.beta,
+            "repeat_half_life": model.repeat_half_life,
+        },  # fmt: skip
         "unique_tokens": unique_tokens,
         "left_to_auto": left_to_auto,
         "given": {k: fixed[k] for k in kept},

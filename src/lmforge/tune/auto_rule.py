@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.errors import UserError
-from lmforge.tune.scaling import ScalingFit
+from lmforge.tune.scaling import ScalingFit, fit_scaling
 
 RECIPE = {
     "model.family": "gpt",
@@ -41,7 +41,10 @@ MIN_EVAL_TOKENS = 4096  # validation tokens per evaluation, at least
 MIN_TRAIN_SECONDS = 10.0  # less than this is not a training run worth choosing a model for
 MARGIN_SECONDS = 0.4  # outside the loop's clock: the process's exit. At 1.5 every 60 s and 300 s
 #   --auto command of BENCHMARKS.md ended 1.2-1.4 s early (walls 58.6-58.7 s and 298.6-298.8 s)
-REPEAT_HALF_LIFE = 15.4  # R*: Muennighoff et al. 2023, fitted value for repeated data
+# R*: how many extra passes over a corpus still add fresh-data worth (Muennighoff et al. 2023 fitted
+# 15.4 for their models). The ladder refits it per corpus kind (bench/auto_ladder.py) and a fit in
+# auto_ladder.json without one uses this.
+REPEAT_HALF_LIFE = 15.4
 PROBE_SHARE = 0.06  # of the budget spent measuring speeds (short budgets; PROBE_SLICE bounds it)
 PROBE_SLICE = (0.3, 1.5)  # seconds of timed steps per candidate, at least / at most
 # A candidate not yet timed trains at most SPEED_SLACK x (F_timed / F)^(1 - THROUGHPUT_GROWTH) times as
@@ -108,13 +111,14 @@ def lr_for(n_embd: int) -> float:
     return float(f"{5e-3 * (64 / n_embd) ** 0.8:.2g}")
 
 
-def effective_tokens(tokens: float, unique: float) -> float:
+def effective_tokens(tokens: float, unique: float, half_life: float = REPEAT_HALF_LIFE) -> float:
     """Tokens worth of fresh data when `tokens` are drawn from a corpus of `unique` (Muennighoff et al.
-    2023): the first pass counts fully, each further pass less, saturating at R* extra passes."""
+    2023): the first pass counts fully, each further pass less, saturating at R* = `half_life` extra
+    passes."""
     if unique <= 0 or tokens <= unique:
         return float(tokens)
     repeats = tokens / unique - 1
-    return unique + unique * REPEAT_HALF_LIFE * (1 - math.exp(-repeats / REPEAT_HALF_LIFE))
+    return unique + unique * half_life * (1 - math.exp(-repeats / half_life))
 
 
 @dataclass
@@ -147,6 +151,10 @@ class LossModel:
     # the most passes over its corpus any ladder run made (0: not known): a candidate that would see
     # its own corpus more often is predicted from beyond the ladder
     max_passes: float = 0.0
+    repeat_half_life: float = REPEAT_HALF_LIFE  # R* of effective_tokens, as the ladder fitted it
+
+    def effective(self, tokens: float, unique: float) -> float:
+        return effective_tokens(tokens, unique, self.repeat_half_life)
 
     def correction(self, shape: str, tokens: float) -> float:
         """log(loss / fit) for `shape` at `tokens` effective tokens (0 for a shape never run)."""
@@ -157,8 +165,8 @@ class LossModel:
         if x <= points[0][0]:
             return points[0][1]
         for (x0, r0), (x1, r1) in zip(points, points[1:], strict=False):
-            if x <= x1:
-                return r0 + (r1 - r0) * (x - x0) / (x1 - x0)
+            if x <= x1:  # (two runs far past R* can count the same effective tokens)
+                return r1 if x1 == x0 else r0 + (r1 - r0) * (x - x0) / (x1 - x0)
         return points[-1][1]
 
     def loss(self, shape: str, n_params: float, tokens: float) -> float:
@@ -202,7 +210,7 @@ def predict(
     speed = m.tokens_per_second
     eval_seconds = EVALS * eval_tokens_for(speed, seconds, eval_tokens) / (EVAL_SPEEDUP * speed)
     tokens = max(0.0, speed * (seconds - eval_seconds))
-    d = effective_tokens(tokens, unique_tokens)
+    d = model.effective(tokens, unique_tokens)
     fit_loss = float(model.fit.loss(m.n_params, d)) if d > 0 else math.inf
     loss = model.loss(m.name, m.n_params, d) if d > 0 else math.inf
     return Prediction(m, tokens, loss, fit_loss)
@@ -235,6 +243,25 @@ def eval_tokens_for(tokens_per_second: float, seconds: float, eval_tokens: int) 
 
 # --- the scaling fit the choice uses -----------------------------------------------------------------
 
+# R* values the ladder's refit tries: half a pass to 60 extra passes, the published 15.4 among them
+HALF_LIVES = (
+    0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, REPEAT_HALF_LIFE, 20.0, 30.0, 45.0, 60.0,
+)  # fmt: skip
+
+
+def fit_with_repeats(n, d, loss, unique: float, half_lives=HALF_LIVES) -> tuple[ScalingFit, float]:
+    """L(N, D') fitted to ladder runs of N parameters, D tokens and their losses, with D' the effective
+    tokens of D drawn from `unique`, and the R* (of `half_lives`) whose fit leaves the smallest RMS log
+    residual. Runs that never repeat their corpus say nothing about R*: then it stays the published one."""
+    if not any(tokens > unique for tokens in d):
+        return fit_scaling(n, d, loss), REPEAT_HALF_LIFE
+    fits = []
+    for half_life in half_lives:
+        fit = fit_scaling(n, [effective_tokens(tokens, unique, half_life) for tokens in d], loss)
+        fits.append((fit.rmse_log, half_life, fit))
+    _, half_life, fit = min(fits, key=lambda row: row[:2])
+    return fit, half_life
+
 
 def ladder_path() -> Path:
     from lmforge import presets
@@ -251,12 +278,13 @@ def load_model(tokenizer_kind: str, path: Path | None = None) -> LossModel:
     entry = fits[name]
     f = entry["fit"]
     fit = ScalingFit(f["E"], f["A"], f["alpha"], f["B"], f["beta"], f["rmse_log"])
+    half_life = f.get("repeat_half_life", REPEAT_HALF_LIFE)
     runs: dict[str, list[tuple[float, float]]] = {}
     for point in entry.get("points", []):
-        d = effective_tokens(point["D"], entry.get("unique_tokens", 0))
+        d = effective_tokens(point["D"], entry.get("unique_tokens", 0), half_life)
         ratio = math.log(point["loss"] / float(fit.loss(point["N"], d)))
         runs.setdefault(point["shape"], []).append((math.log(d), ratio))
     corrections = {shape: tuple(sorted(points)) for shape, points in runs.items()}
     unique = entry.get("unique_tokens", 0)
     max_passes = max((p["D"] / unique for p in entry.get("points", [])), default=0.0) if unique else 0.0
-    return LossModel(fit, name, corrections, max_passes)
+    return LossModel(fit, name, corrections, max_passes, half_life)
