@@ -194,9 +194,11 @@ def refit(ladders: dict) -> dict:
     for kind, ladder in ladders.items():
         u = ladder["unique_tokens"]
         pts = ladder["points"]
-        fit, half_life = fit_with_repeats(
+        fit, half_life, tried = fit_with_repeats(
             [p["N"] for p in pts], [p["D"] for p in pts], [p["loss"] for p in pts], u
         )
+        shown = ", ".join(f"{r:g} {e:.4f}" for r, e in tried.items())
+        print(f"{kind}: R* tried (RMS log residual): {shown}")
         fits[kind] = {"fit": {**fit.__dict__, "repeat_half_life": half_life}, **ladder}
         print(f"{kind}: L = {fit.E:.3f} + {fit.A:.4g}/N^{fit.alpha:.3f} + {fit.B:.4g}/D'^{fit.beta:.3f}, "
               f"R* {half_life:g} (RMS log residual {fit.rmse_log:.4f}, {len(pts)} points)")  # fmt: skip

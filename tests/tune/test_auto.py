@@ -85,14 +85,15 @@ def test_the_ladder_refit_finds_how_much_repeats_are_worth():
     law, unique = ScalingFit(2.0, 10.0, 0.3, 50.0, 0.35, 0.0), 1e6
     n, d = zip(*[(size, tokens) for size in (1e5, 3e5, 1e6) for tokens in (5e5, 2e6, 8e6, 2e7)], strict=True)
     loss = [float(law.loss(a, effective_tokens(b, unique, 4.0))) for a, b in zip(n, d, strict=True)]
-    fit, half_life = auto_rule.fit_with_repeats(n, d, loss, unique, half_lives=(1.5, 4.0, 15.4, 45.0))
-    assert half_life == 4.0 and fit.rmse_log < 1e-3
+    fit, half_life, tried = auto_rule.fit_with_repeats(n, d, loss, unique, half_lives=(1.5, 4.0, 15.4, 45.0))
+    assert half_life == 4.0 and fit.rmse_log < 1e-3 and list(tried) == [1.5, 4.0, 15.4, 45.0]
+    assert tried[4.0] == fit.rmse_log < min(tried[1.5], tried[15.4])
     assert fit.loss(3e5, effective_tokens(2e7, unique, 4.0)) == pytest.approx(loss[7], rel=1e-3)
     # runs that never see their corpus twice cannot tell: the published R* stays
     n, d = zip(*[(size, tokens) for size in (1e5, 1e6) for tokens in (1e5, 2e5, 5e5, 1e6)], strict=True)
     loss = [float(law.loss(a, b)) for a, b in zip(n, d, strict=True)]
-    _, half_life = auto_rule.fit_with_repeats(n, d, loss, unique, half_lives=(1.5, 4.0))
-    assert half_life == auto_rule.REPEAT_HALF_LIFE
+    _, half_life, tried = auto_rule.fit_with_repeats(n, d, loss, unique, half_lives=(1.5, 4.0))
+    assert half_life == auto_rule.REPEAT_HALF_LIFE and tried == {}
 
 
 def test_nothing_to_choose_or_no_time_is_a_user_error():

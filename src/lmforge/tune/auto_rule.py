@@ -249,18 +249,21 @@ HALF_LIVES = (
 )  # fmt: skip
 
 
-def fit_with_repeats(n, d, loss, unique: float, half_lives=HALF_LIVES) -> tuple[ScalingFit, float]:
+def fit_with_repeats(
+    n, d, loss, unique: float, half_lives=HALF_LIVES
+) -> tuple[ScalingFit, float, dict[float, float]]:
     """L(N, D') fitted to ladder runs of N parameters, D tokens and their losses, with D' the effective
     tokens of D drawn from `unique`, and the R* (of `half_lives`) whose fit leaves the smallest RMS log
-    residual. Runs that never repeat their corpus say nothing about R*: then it stays the published one."""
+    residual; with each R* tried and its residual. Runs that never repeat their corpus say nothing
+    about R*: then it stays the published one."""
     if not any(tokens > unique for tokens in d):
-        return fit_scaling(n, d, loss), REPEAT_HALF_LIFE
+        return fit_scaling(n, d, loss), REPEAT_HALF_LIFE, {}
     fits = []
     for half_life in half_lives:
         fit = fit_scaling(n, [effective_tokens(tokens, unique, half_life) for tokens in d], loss)
         fits.append((fit.rmse_log, half_life, fit))
     _, half_life, fit = min(fits, key=lambda row: row[:2])
-    return fit, half_life
+    return fit, half_life, {r: rmse for rmse, r, _ in fits}
 
 
 def ladder_path() -> Path:
