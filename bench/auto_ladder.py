@@ -90,29 +90,42 @@ def _shown(path: Path) -> str:
     return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
+def _run_dir(work: Path, index: int, tokens: int) -> Path:
+    return work / f"{CANDIDATES[index].name.replace(' ', '_')}_{tokens}"
+
+
+def known_point(work: Path, index: int, tokens: int, stored: list[dict]) -> dict | None:
+    """The point of this shape at this token count from the stored ladder (`stored`: the JSON's points
+    of this corpus) or from a finished run under `work`; None when it has to run."""
+    shape = CANDIDATES[index]
+
+    def finished(point: dict) -> bool:  # D is what the run trained: max_tokens rounded down to steps;
+        # a run stopped early (Ctrl-C, SIGTERM) trained fewer tokens and runs again
+        return tokens * 0.95 <= point["D"] <= tokens and point.get("eval") == EVAL
+
+    for point in stored:
+        if point["shape"] == shape.name and finished(point):
+            return point
+    cached = _run_dir(work, index, tokens) / "point.json"
+    point = json.loads(cached.read_text()) if cached.is_file() else None
+    return point if point and finished(point) else None
+
+
 def run_point(
     data_dir: Path, work: Path, index: int, tokens: int, stored: list[dict], threads: int = THREADS
 ) -> dict:
-    """One ladder point: run here, or taken from the stored ladder (`stored`: the JSON's points of
-    this corpus) when it holds this shape at this token count -- a longer ladder runs only what is new."""
+    """One ladder point: run here, or known already (`known_point`) -- a longer ladder runs only what
+    is new."""
     from lmforge.config import apply_updates, build_run_config
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.train.loop import train
 
+    known = known_point(work, index, tokens, stored)
+    if known:
+        return known
     shape = CANDIDATES[index]
-    for point in stored:  # D is what the run trained: max_tokens rounded down to whole steps
-        if (
-            point["shape"] == shape.name
-            and tokens * 0.95 <= point["D"] <= tokens
-            and point.get("eval") == EVAL
-        ):
-            return point
-    run_dir = work / f"{shape.name.replace(' ', '_')}_{tokens}"
+    run_dir = _run_dir(work, index, tokens)
     cached = run_dir / "point.json"
-    if cached.is_file():  # a run stopped early (Ctrl-C, SIGTERM) trained fewer tokens: run it again
-        point = json.loads(cached.read_text())
-        if point.get("eval") == EVAL and tokens * 0.95 <= point["D"] <= tokens:
-            return point
     tree: dict = {}
     apply_updates(tree, RECIPE)
     apply_updates(tree, {**shape.updates(), **FAST_PATH, "train.max_tokens": tokens})
@@ -158,13 +171,8 @@ def run_new_points(kind: str, data_dir: Path, work: Path, stored: list[dict], th
 
     todo = []
     for index, tokens in POINTS[kind]:
-        shape = CANDIDATES[index]
-        name = f"{shape.name.replace(' ', '_')}_{tokens}"
-        known = any(
-            p["shape"] == shape.name and tokens * 0.95 <= p["D"] <= tokens and p.get("eval") == EVAL
-            for p in stored
-        )
-        if not known and not (work / name / "point.json").is_file():
+        if known_point(work, index, tokens, stored) is None:
+            shape = CANDIDATES[index]
             todo.append((shape.n_layer * shape.n_embd**2 * tokens, index, tokens))
     if not todo:
         return
