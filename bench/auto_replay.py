@@ -71,8 +71,14 @@ def main(argv=None) -> int:
     speeds = {}
     for item in args.speed:
         name, _, value = item.rpartition("=")
-        speeds[name] = float(value)
+        try:
+            speeds[name] = float(value)
+        except ValueError:
+            parser.error(f"--speed {item!r}: give SHAPE=tokens/s, e.g. '6x256 ctx128 b16=5342'")
     for run_dir in args.runs:
+        record = run_dir / "run.json"
+        if not record.is_file() or "auto" not in json.loads(record.read_text(encoding="utf-8")):
+            parser.error(f'{run_dir} is not a `lmforge train --auto` run folder (no run.json with "auto")')
         print(replay(run_dir, args.ladder, args.seconds, speeds))
     return 0
 
