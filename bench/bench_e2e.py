@@ -136,7 +136,7 @@ def main() -> None:
     data = prepare_data()
     threads = args.threads or "default"
     print(f"machine: {cpu_description()}; threads {threads}; load {os.getloadavg()[0]:.2f}", flush=True)
-    results: dict = {}
+    results: dict = {"cpu": cpu_description()}  # bench/targets.py reads only results of this CPU
     for shape in args.shapes.split(","):
         rates: dict[str, list[float]] = {n: [] for n in contenders}
         for _ in range(args.rounds):

@@ -168,8 +168,8 @@ def fmt(values, digits=1, scale=1.0):
     return f"{statistics.median(v):.{digits}f} ({min(v):.{digits}f}..{max(v):.{digits}f})"
 
 
-def measure(shape: str, args) -> list[str]:
-    """Markdown lines for one shape: what was measured, then the table."""
+def measure(shape: str, args, record: dict) -> list[str]:
+    """Markdown lines for one shape: what was measured, then the table; its medians go into record."""
     from transformers import AutoModelForCausalLM
 
     from lmforge.export.hf import export_hf
@@ -212,6 +212,7 @@ def measure(shape: str, args) -> list[str]:
                     f"{statistics.median(tps) / base:.2f}x |")  # fmt: skip
     direct_tps = statistics.median(t for _, t in results["lmforge direct"])
     server_tps = statistics.median(t for _, t in results["lmforge server (HTTP, SSE)"])
+    record[shape] = {"direct_tps": direct_tps, "server_tps": server_tps, "hf_tps": base}
     vocab = "BPE" if shape == "demo" else "character"
     # "demo" is the demo preset's blocks (layers, width, heads), not the preset's whole model: the
     # context is 256 (the preset: 128) and the BPE vocabulary is what the benchmark's small synthetic
@@ -245,7 +246,13 @@ def main() -> None:
         ap.error(f"--shapes takes names from {', '.join(SHAPES)}")
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    tables = [line for shape in shapes for line in measure(shape, args)]
+    medians: dict[str, dict] = {}
+    tables = [line for shape in shapes for line in measure(shape, args, medians)]
+    work = ROOT / "bench" / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "generate.json").write_text(  # for bench/targets.py
+        json.dumps({"cpu": cpu_description(), "threads": args.threads, "shapes": medians}, indent=2)
+    )
     section = "\n".join([
         "## Generation and serving",
         "",

@@ -173,7 +173,7 @@ def main() -> None:
     peaks = ceilings()
     print(f"machine: {cpu_description()}, torch {torch.__version__}")
     print(f"matmul ceiling: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
-    results = {}
+    results: dict = {"cpu": cpu_description()}  # bench/targets.py reads only results of this CPU
     for shape in args.shapes.split(","):
         s = SHAPES[shape]
         contenders = {}

@@ -1,6 +1,7 @@
 """`make bench`: every benchmark, one after another (never in parallel on a small machine).
 
 Each script prints its own table and writes its JSON under bench/.work/; BENCHMARKS.md quotes them.
+Last, bench/targets.py prints every target of issue 15 with the figure measured here.
 Pass --quick for one round each (a smoke run, not figures to publish).
 """
 
@@ -43,6 +44,8 @@ def main() -> None:
         code = subprocess.call([sys.executable, str(HERE / script), *args])
         if code:
             sys.exit(f"{script} failed with exit {code}")
+    print("\n===== targets.py =====", flush=True)
+    sys.exit(subprocess.call([sys.executable, str(HERE / "targets.py")]))
 
 
 if __name__ == "__main__":

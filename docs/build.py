@@ -680,10 +680,15 @@ def step_adjust(cache: Path, figures) -> dict:
     from lmforge.cli import main as cli
     from lmforge.data.builtin import default_cache_dir
     from lmforge.eval.auto_report import timed_twice
+    from lmforge.tune import auto_rule
 
     data, run = cache / "data" / "modern", cache / "runs" / "auto"
     prepare_data(data, ["shakespeare"], "bpe", default_cache_dir(os.environ))  # cached: the data step's
-    key = {"budget": AUTO_BUDGET, "manifest": runs.sha256_file(data / "shards" / "manifest.json")}
+    key = {  # the ladder too: a refit changes the predictions and so perhaps the choice
+        "budget": AUTO_BUDGET,
+        "manifest": runs.sha256_file(data / "shards" / "manifest.json"),
+        "ladder": runs.sha256_file(auto_rule.ladder_path()),
+    }
     if not _key_matches(run, key):
         say(f"train --auto --time-budget {AUTO_BUDGET} -> {run}")
         shutil.rmtree(run, ignore_errors=True)
@@ -727,6 +732,8 @@ def step_adjust(cache: Path, figures) -> dict:
         "auto_lr": f"{chosen['optim.lr']:g}",
         "auto_path": f"{_threads(chosen)}{chosen.get('train.dtype', '')}, "
         f"{chosen.get('model.attn_impl', 'auto')} attention",
+        "auto_repeat_half_life": f"{record['fit']['repeat_half_life']:g}",
+        "auto_unique_tokens": n(record["unique_tokens"]),
         "auto_predicted": f(record["predicted_loss"]),
         "auto_reached": f(reached),
     }

@@ -300,9 +300,14 @@ def find_latest_good(run_dir: Path, quiet: bool = False) -> Checkpoint | None:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under torch.compile / DDP wrappers."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
+    """The plain module under torch.compile / DDP wrappers, in whatever order they were put on."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None:
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
 
 
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:

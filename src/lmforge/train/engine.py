@@ -86,7 +86,7 @@ def build_engine(
     if checkpoint is not None:
         runs.load_training_state(checkpoint.path, model, optimizers)
 
-    forward = _compile(model, dinfo.is_main) if tcfg.compile else model
+    forward = _compile(model, device, dinfo.is_main) if tcfg.compile else model
     eval_model = forward
     if dinfo.enabled and not sharded:
         from torch.nn.parallel import DistributedDataParallel
@@ -144,17 +144,76 @@ def apply_update(engine: Engine, skip: bool) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def _compile(model: torch.nn.Module, main: bool) -> torch.nn.Module:
-    """torch.compile with an eager fallback; compilation happens lazily, on the first call, and the
-    loop times that first step (TrainResult.compile_seconds)."""
-    try:
-        return torch.compile(model, dynamic=False)
-    except Exception as exc:  # noqa: BLE001 -- any compiler failure falls back to eager
+def _compile(model: torch.nn.Module, device: torch.device, main: bool) -> torch.nn.Module:
+    """``torch.compile`` where it can work, else the model itself with a one-line warning.
+
+    Inductor turns CPU graphs into C++ and needs a working compiler for it (its config, from $CXX,
+    else g++): without one the first step would fail after seconds of tracing, with a compiler
+    traceback, so that case is told at once. Any other failure shows on a compiled call;
+    `CompiledOrEager` then trains eagerly."""
+    missing = _missing_cpp_compiler() if device.type == "cpu" else None
+    if missing:
         if main:
             logger.warning(
-                f"warning: torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly"
+                f"warning: train.compile needs a working C++ compiler ({missing}; set $CXX to another) "
+                "and found none; training eagerly (install one, e.g. `apt install g++`, or leave "
+                "train.compile off)"
             )
         return model
+    try:
+        return CompiledOrEager(model, main)
+    except Exception as exc:  # noqa: BLE001 -- any compiler failure falls back to eager
+        if main:
+            logger.warning(f"warning: torch.compile unavailable ({_first_line(exc)}); training eagerly")
+        return model
+
+
+def _missing_cpp_compiler() -> str | None:
+    """The C++ compiler(s) inductor would look for, if none of them runs; None if one does (or if
+    this torch's inductor cannot be asked, and the first compiled call must tell)."""
+    try:
+        from torch._inductor import config as inductor_config
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:
+        return None
+    try:
+        get_cpp_compiler()  # runs `CXX --version` as inductor does before building anything
+    except Exception:  # noqa: BLE001 -- InvalidCxxCompiler, or anything else: no compiler to use
+        cxx = inductor_config.cpp.cxx
+        return ", ".join(str(c) for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c) or "g++"
+    return None
+
+
+class CompiledOrEager(torch.nn.Module):
+    """``torch.compile(model)`` that falls back to ``model`` for good if a compiled call fails.
+
+    Compilation happens on a call -- the first training step, and again the first evaluation (a
+    no-grad forward is another graph) -- so that is where a broken compiler or an op inductor cannot
+    lower shows up. The call then runs eagerly, as does every later one: nothing was computed by the
+    failed call, so the step is the one eager training would take. Failures of the backward graph,
+    which inductor compiles on the first backward, are not caught here."""
+
+    def __init__(self, model: torch.nn.Module, main: bool) -> None:
+        super().__init__()
+        self.module = model  # the plain model: `.train()`/`.eval()` reach it, `runs.unwrap` finds it
+        self.__dict__["compiled"] = torch.compile(model, dynamic=False)  # not a second submodule
+        self.main, self.failed = main, False
+
+    def forward(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 -- the eager call below raises a real error again
+                self.failed = True
+                if self.main:
+                    logger.warning(f"warning: torch.compile failed ({_first_line(exc)}); training eagerly")
+        return self.module(*args, **kwargs)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def now() -> float:
