@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,6 +47,16 @@ def _fresh_fast_paths():
     layers.use_fast_paths(layers.FastPaths())
     yield
     layers.use_fast_paths(layers.FastPaths())
+
+
+def load_bench_script(name: str):
+    """A script of bench/ as a module (benchmarks are not part of the package), for its tests."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

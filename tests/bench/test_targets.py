@@ -5,25 +5,20 @@ The script is a benchmark, not part of the package, so it is loaded from its fil
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "targets.py"
+from conftest import load_bench_script
+
 ZEN4 = "AMD EPYC (ISA: avx2 fma avx512f avx512_bf16; 2 physical cores)"
 XEON = "Intel(R) Xeon(R) Processor (ISA: avx2 fma avx512f avx512_bf16 amx_tile amx_bf16; 2 physical cores)"
 
 
 @pytest.fixture(scope="module")
 def targets():
-    spec = importlib.util.spec_from_file_location("bench_targets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("targets")
 
 
 def write(work: Path, name: str, data: dict) -> None:
