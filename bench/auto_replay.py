@@ -38,10 +38,24 @@ def replay(run_dir: Path, ladder: Path | None, seconds: float | None, speeds: di
     ]
     predictions = [(predict(Measured(name, {}, n, speed), model, loop, unique, eval_tokens), how)
                    for name, n, speed, how in sorted(rows)]  # fmt: skip
-    # an untimed candidate's bound is not its speed: one that beats the choice at its bound gets timed
-    best = min((p for p, how in predictions if how != "bound"), key=lambda p: p.predicted_loss)
+    timed = [p.measured for p, how in predictions if how != "bound"]
+    best, _ = auto_rule.choose(timed, model, loop, unique, eval_tokens)
+    # an untimed candidate's bound is not its speed: one that could beat the choice at any speed up to
+    # its bound gets timed, as --auto decides (auto_rule.best_case_loss)
     to_time = [
-        p.measured.name for p, how in predictions if how == "bound" and p.predicted_loss < best.predicted_loss
+        p.measured.name
+        for p, how in predictions
+        if how == "bound"
+        and auto_rule.best_case_loss(
+            p.measured.name,
+            p.measured.n_params,
+            p.measured.tokens_per_second,
+            model,
+            loop,
+            unique,
+            eval_tokens,
+        )
+        < best.predicted_loss
     ]
     lines = [
         f"{run_dir}: {loop:.0f} s of loop, {model.name} ladder, R* {model.repeat_half_life:g}; "
