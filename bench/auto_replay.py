@@ -71,6 +71,7 @@ def replay(run_dir: Path, ladder: Path | None, seconds: float | None, speeds: di
         lines.append(
             f"  {p.measured.name:<18} {p.measured.tokens_per_second:>9,.0f} tok/s ({how})  "
             f"{p.tokens / 1e6:6.2f}M tokens, {passes:5.1f} passes  predicted {p.predicted_loss:.4f}"
+            + (f" (credited {p.credited / unique:.1f} passes)" if p.credited < p.tokens else "")
         )
     return "\n".join(lines)
 

@@ -104,6 +104,7 @@ def bench(
     repeats: int = 1,
     same_wall: bool = True,
     presets: tuple[str, ...] = PRESETS,
+    point_set: tuple[str, ...] = (),
 ) -> list[dict]:
     rows = []
     for corpus in corpora:
@@ -117,8 +118,8 @@ def bench(
             points, overrides = {}, {}
             for shape in grid:
                 keys = {**RECIPE, **shape.updates(), **fast}
-                overrides[shape.name] = [f"{k}={_value(v)}" for k, v in keys.items()]
-                name = shape.name.replace(" ", "_")
+                overrides[shape.name] = [f"{k}={_value(v)}" for k, v in keys.items()] + list(point_set)
+                name = "_".join([shape.name.replace(" ", "_"), *point_set])
                 points[shape.name] = train(data, work / "runs" / tag / name, budget, overrides[shape.name])
             ran = {p: train(data, work / "runs" / tag / p, budget, ["--config", p]) for p in presets}
             best = min(points, key=lambda k: points[k]["val_loss"])
@@ -135,7 +136,7 @@ def bench(
             autos, bests = [auto], [points[best]]
             for r in range(2, repeats + 1):
                 autos.append(train(data, work / "runs" / tag / f"auto_{r}", budget, ["--auto"]))
-                name = f"{best.replace(' ', '_')}_{r}"
+                name = "_".join([best.replace(" ", "_"), *point_set, str(r)])
                 bests.append(train(data, work / "runs" / tag / name, budget, overrides[best]))
             rows.append(
                 {
@@ -238,6 +239,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-same-wall", action="store_true", help="skip the best point's run at --auto's wall time"
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra overrides for every grid point (e.g. model.dropout=0.1); their runs are named by them",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench_auto")
     parser.add_argument("--write", action="store_true", help="put the table in BENCHMARKS.md")
     parser.add_argument("--char-source", type=Path, default=TINY_SHAKESPEARE, help="tinyshakespeare.txt")
@@ -248,13 +256,14 @@ def main(argv=None) -> int:
     grid = _grid(args.grid, args.shapes)
     rows = bench(
         args.work, args.corpora, args.budgets, grid, args.char_source, args.repeats, not args.no_same_wall,
-        tuple(args.presets),
+        tuple(args.presets), tuple(args.set),
     )  # fmt: skip
     picked = f"--shapes {' '.join(args.shapes)}" if args.shapes else f"--grid {args.grid}"
     extra = (
         (f" --repeats {args.repeats}" if args.repeats > 1 else "")
         + (" --no-same-wall" if args.no_same_wall else "")
         + (f" --presets {' '.join(args.presets)}" if tuple(args.presets) != PRESETS else "")
+        + (f" --set {' '.join(args.set)}" if args.set else "")
     )
     text = "\n".join(
         [

@@ -48,6 +48,19 @@ def test_budget_keeps_the_final_evaluation_and_save_in_reserve():
     assert budget.step_seconds == pytest.approx(0.2, rel=1e-2)
 
 
+def test_one_slow_checkpoint_does_not_move_the_deadline_by_its_whole_duration():
+    """The reserve is the median of the recent evaluations and saves: a single save that took a second
+    (a disk flush) would otherwise end a two-second run a second early."""
+    budget = TimeBudget(seconds=2.0, step_seconds=0.004, reserve=0.1)
+    for save in (0.02, 0.02, 1.0):
+        budget.observe_eval(0.01)
+        budget.observe_save(save)
+    assert budget.reserve == pytest.approx(0.03) and budget.deadline == pytest.approx(1.97)
+    for _ in range(3):  # saves that stay slow are the new normal within a few
+        budget.observe_save(1.0)
+    assert budget.reserve == pytest.approx(1.01)
+
+
 @pytest.mark.slow
 def test_a_run_slowed_down_mid_way_still_warms_down_and_ends_on_budget(
     char_data, tmp_path, monkeypatch, capsys

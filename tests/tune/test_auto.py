@@ -251,9 +251,18 @@ def test_a_choice_that_sees_its_corpus_more_often_than_the_ladder_ever_did_says_
     chosen = next(c for c in small.record["candidates"] if c["chosen"])
     assert beyond == {"passes": round(chosen["tokens"] / 50_000, 1), "ladder_passes": round(ladder, 1)}
     assert beyond["passes"] > beyond["ladder_passes"]
+    # each candidate is predicted at no more passes than its shape's longest ladder run made
+    model = auto_rule.load_model("char")
+    for row in small.record["candidates"]:
+        limit = model.shape_passes.get(row["name"], ladder) * 50_000
+        assert row.get("credited_tokens", row["tokens"]) == pytest.approx(min(row["tokens"], limit), abs=1)
+    assert any("credited_tokens" in row for row in small.record["candidates"])
+    assert not any("credited_tokens" in row for row in plenty.record["candidates"])
     from lmforge.eval.auto_report import auto_section
 
-    assert "Beyond the ladder: the chosen run sees its corpus" in "\n".join(auto_section(small.record, None))
+    report = "\n".join(auto_section(small.record, None))
+    assert "Beyond the ladder: the chosen run sees its corpus" in report and "\nCredited: " in report
+    assert "(credited " in report
 
 
 def test_a_later_run_times_one_shape_afresh_and_scales_the_cached_speeds(char_data, monkeypatch, tmp_path):
@@ -342,6 +351,30 @@ def test_a_shape_s_own_ladder_runs_correct_the_fit():
     short_run, _ = choose(speeds, model, 5, 1e12, eval_tokens=1000)
     assert long_run.measured.name == "large" and short_run.measured.name == "small"
     assert long_run.fit_loss == pytest.approx(1.0)
+
+
+def test_passes_past_a_shape_s_longest_ladder_run_earn_nothing():
+    """On a small text the fit's repetition rule lets every pass help a little, where a small shape
+    seeing the text 20+ times overfits (BENCHMARKS.md, "20 minutes on characters"): a shape is
+    credited with at most the passes its longest ladder run made, so the larger shape that sees the
+    text fewer times wins a long budget; on a corpus large enough the limit never binds."""
+    falling = ScalingFit(E=1.0, A=0.0, alpha=0.5, B=20.0, beta=0.3, rmse_log=0.0)  # more tokens: lower
+    model = LossModel(falling, max_passes=8.0, shape_passes={"small": 4.0})
+    assert model.credited("small", 10e6, 1e6) == 4e6  # 10 passes over 1M tokens: credited 4
+    assert model.credited("small", 3e6, 1e6) == 3e6  # within its runs: all of them
+    assert model.credited("small", 10e6, 1e9) == 10e6  # a hundredth of a pass over a large corpus
+    assert model.credited("never run", 10e6, 1e6) == 8e6  # a shape the ladder never ran: any run's most
+    assert LossModel(falling).credited("small", 10e6, 1e6) == 10e6  # a ladder that knows no passes
+    # a 20-minute budget: the small shape would make 30 passes, the large one 6
+    small, large = Measured("small", {}, 10_000, 25_000.0), Measured("large", {}, 12_000, 5_000.0)
+    best, predictions = choose([small, large], model, 1200, 1e6, eval_tokens=1000)
+    assert best.measured.name == "large", [(p.measured.name, p.predicted_loss) for p in predictions]
+    by_name = {p.measured.name: p for p in predictions}
+    assert by_name["small"].tokens > 25e6 and by_name["small"].credited == 4e6
+    assert by_name["large"].credited == by_name["large"].tokens
+    # with the repetition rule alone the small shape would have won
+    uncapped, _ = choose([small, large], LossModel(falling), 1200, 1e6, eval_tokens=1000)
+    assert uncapped.measured.name == "small"
 
 
 def test_the_shipped_ladders_load_and_reproduce_their_own_runs():

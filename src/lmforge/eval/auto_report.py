@@ -42,7 +42,7 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
     rows = [
         [c["name"] + (" **(chosen)**" if c.get("chosen") else "") + timed_twice(c),
          c["n_params"],
-         round(c["tokens_per_second"]), _precisions(c), c["tokens"],
+         round(c["tokens_per_second"]), _precisions(c), _tokens(c),
          c.get("fit_loss", c["predicted_loss"]), c["predicted_loss"]]
         for c in auto.get("candidates", [])
     ]  # fmt: skip
@@ -60,6 +60,13 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
             rows,
         )
     )
+    if any("credited_tokens" in c for c in auto.get("candidates", [])):
+        lines += [
+            "",
+            "Credited: a candidate that would pass over its corpus more often than its shape's longest "
+            "ladder run did is predicted at that many passes; past them the ladder saw no gain (on a "
+            "small text, a loss).",
+        ]
     if auto.get("not_timed"):
         skipped = "; ".join(
             f"{c['name']} (N {c['n_params']:,}: at most {round(c['tokens_per_second_bound']):,} tokens/s, "
@@ -84,6 +91,13 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
         lines += ["", f"Threads: {idle['train.threads']} (all cores), not timed: the machine was idle "
                       f"(other work kept {idle['busy_cpus']:.2f} CPUs busy)."]  # fmt: skip
     return lines
+
+
+def _tokens(candidate: dict) -> str | int:
+    """`26,353,664 (credited 4,015,000)` where the prediction credits fewer tokens than it would train."""
+    if "credited_tokens" not in candidate:
+        return candidate["tokens"]
+    return f"{candidate['tokens']:,} (credited {candidate['credited_tokens']:,})"
 
 
 def _precisions(candidate: dict) -> str:

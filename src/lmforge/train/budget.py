@@ -13,8 +13,9 @@ measured duration is kept in reserve (`reserve`) and training stops that much be
 
 from __future__ import annotations
 
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,8 +35,12 @@ class TimeBudget:
     seconds: float  # the whole run's wall-clock budget
     step_seconds: float  # a training step's measured duration (a running average)
     reserve: float  # seconds kept for the final evaluation and checkpoint
-    eval_seconds: float = 0.0  # the last evaluation's duration (0: none measured yet)
-    save_seconds: float = 0.0  # the last checkpoint's duration (0: none measured yet)
+    eval_seconds: float = 0.0  # a typical evaluation's duration (0: none measured yet)
+    save_seconds: float = 0.0  # a typical checkpoint's duration (0: none measured yet)
+    # the last few of each: their median is the estimate, so one slow save (a disk flush, another
+    # process) does not end a short run early by its whole duration
+    eval_history: list[float] = field(default_factory=list)
+    save_history: list[float] = field(default_factory=list)
 
     @property
     def deadline(self) -> float:
@@ -66,18 +71,24 @@ class TimeBudget:
         self.step_seconds = 0.8 * self.step_seconds + 0.2 * seconds
 
     def observe_eval(self, seconds: float) -> None:
-        """An evaluation's duration: the final one will cost about as much."""
-        self.eval_seconds = seconds
+        """An evaluation's duration: the final one will cost about as much as the recent ones."""
+        self.eval_seconds = _recent_median(self.eval_history, seconds)
         self._update_reserve()
 
     def observe_save(self, seconds: float) -> None:
-        """A checkpoint's duration: the final one will cost about as much."""
-        self.save_seconds = seconds
+        """A checkpoint's duration: the final one will cost about as much as the recent ones."""
+        self.save_seconds = _recent_median(self.save_history, seconds)
         self._update_reserve()
 
     def _update_reserve(self) -> None:
         if self.eval_seconds and self.save_seconds:  # both measured: the estimate gives way
             self.reserve = self.eval_seconds + self.save_seconds
+
+
+def _recent_median(history: list[float], seconds: float, keep: int = 5) -> float:
+    history.append(seconds)
+    del history[:-keep]
+    return statistics.median(history)
 
 
 def probe_step_seconds(forward, sampler, amp, accum: int, device: torch.device) -> float:

@@ -68,6 +68,7 @@ from lmforge.tune.auto_rule import (
     SPEED_SLACK,
     THROUGHPUT_GROWTH,
     Measured,
+    Prediction,
     best_case_loss,
     choose,
     eval_tokens_for,
@@ -344,7 +345,8 @@ def plan(
             f"auto: {p.measured.name:<22} N {p.measured.n_params:>10,}  "
             f"{p.measured.tokens_per_second / 1e3:6.1f}k tok/s  D {p.tokens / 1e6:7.2f}M  "
             f"predicted val loss {p.predicted_loss:.4f} (fit {p.fit_loss:.4f}"
-            f"{', ladder runs of this shape' if p.measured.name in model.corrections else ''})"
+            f"{', ladder runs of this shape' if p.measured.name in model.corrections else ''}"
+            f"{_credited_note(p, unique_tokens)})"
             f"{'  <- chosen' if p is best else ''}"
         )
     # many passes over a small corpus: the ladder never ran there, and on BPE at 20 minutes its
@@ -391,6 +393,7 @@ def plan(
                 "predicted_loss": round(p.predicted_loss, 4),
                 "fit_loss": round(p.fit_loss, 4),
                 "ladder_runs": p.measured.name in model.corrections,
+                **({"credited_tokens": int(p.credited)} if p.credited < p.tokens else {}),
                 "chosen": p is best,
                 **({"dtype_from": dtype_from[p.measured.name]} if p.measured.name in dtype_from else {}),
                 **({"timed_again": True} if p.measured.name in timed_again else {}),
@@ -427,6 +430,12 @@ class Cost:
             and self.seq_len >= other.seq_len
             and self.tokens_per_step >= other.tokens_per_step
         )
+
+
+def _credited_note(p: Prediction, unique_tokens: float) -> str:
+    if p.credited >= p.tokens or unique_tokens <= 0:
+        return ""
+    return f"; credited {p.credited / unique_tokens:.1f} passes, its ladder runs' most"
 
 
 def _cost(config) -> tuple[Cost, int]:

@@ -152,9 +152,21 @@ class LossModel:
     # its own corpus more often is predicted from beyond the ladder
     max_passes: float = 0.0
     repeat_half_life: float = REPEAT_HALF_LIFE  # R* of effective_tokens, as the ladder fitted it
+    # shape name -> the most passes over the ladder's corpus its runs made: the most it is credited with
+    shape_passes: dict[str, float] = field(default_factory=dict)
 
     def effective(self, tokens: float, unique: float) -> float:
         return effective_tokens(tokens, unique, self.repeat_half_life)
+
+    def credited(self, shape: str, tokens: float, unique: float) -> float:
+        """The tokens a run of `shape` is credited with: all of them, unless they pass over a corpus of
+        `unique` more often than the shape's longest ladder run did (a shape never run: any run did).
+        Past that the ladder has no evidence that another pass helps, and on a small text it can
+        hurt: on 1.0M characters 4 x 128 reached 1.505 after ~6 passes and 1.556 after 26, 4 x 192
+        1.518 after ~4 and 1.606 after 18 (BENCHMARKS.md, "20 minutes on characters"), while the
+        fit's repetition rule lets every pass help a little."""
+        limit = self.shape_passes.get(shape, self.max_passes)
+        return min(tokens, limit * unique) if unique > 0 and limit > 0 else tokens
 
     def correction(self, shape: str, tokens: float) -> float:
         """log(loss / fit) for `shape` at `tokens` effective tokens (0 for a shape never run)."""
@@ -179,6 +191,7 @@ class Prediction:
     tokens: float  # D: tokens it would train on in the budget
     predicted_loss: float
     fit_loss: float  # the fit's alone, before the shape's own correction
+    credited: float = 0.0  # of `tokens`, those the prediction credits (LossModel.credited)
 
 
 def choose(
@@ -210,10 +223,11 @@ def predict(
     speed = m.tokens_per_second
     eval_seconds = EVALS * eval_tokens_for(speed, seconds, eval_tokens) / (EVAL_SPEEDUP * speed)
     tokens = max(0.0, speed * (seconds - eval_seconds))
-    d = model.effective(tokens, unique_tokens)
+    credited = model.credited(m.name, tokens, unique_tokens)
+    d = model.effective(credited, unique_tokens)
     fit_loss = float(model.fit.loss(m.n_params, d)) if d > 0 else math.inf
     loss = model.loss(m.name, m.n_params, d) if d > 0 else math.inf
-    return Prediction(m, tokens, loss, fit_loss)
+    return Prediction(m, tokens, loss, fit_loss, credited)
 
 
 def best_case_loss(
@@ -289,5 +303,7 @@ def load_model(tokenizer_kind: str, path: Path | None = None) -> LossModel:
         runs.setdefault(point["shape"], []).append((math.log(d), ratio))
     corrections = {shape: tuple(sorted(points)) for shape, points in runs.items()}
     unique = entry.get("unique_tokens", 0)
-    max_passes = max((p["D"] / unique for p in entry.get("points", [])), default=0.0) if unique else 0.0
-    return LossModel(fit, name, corrections, max_passes, half_life)
+    passes: dict[str, float] = {}
+    for point in entry.get("points", []) if unique else []:
+        passes[point["shape"]] = max(passes.get(point["shape"], 0.0), point["D"] / unique)
+    return LossModel(fit, name, corrections, max(passes.values(), default=0.0), half_life, passes)
