@@ -55,6 +55,7 @@ POINTS = {
         (1, 8_000_000), (1, 16_000_000), (2, 2_000_000), (2, 4_000_000), (2, 8_000_000),
         (3, 4_000_000), (3, 8_000_000), (4, 1_000_000), (4, 2_000_000), (4, 4_000_000),
         (5, 1_000_000), (5, 2_000_000),
+        (4, 8_000_000), (5, 4_000_000), (5, 8_000_000), (6, 2_000_000), (6, 7_000_000),
     ],
     "bpe": [
         (0, 250_000), (0, 500_000), (0, 1_000_000), (0, 2_000_000),
@@ -81,7 +82,10 @@ POINTS = {
 # the ladder stopped at 4M). The last BPE row reaches what 20 minutes give the three largest shapes
 # (4 x 128: ~20M tokens, 13.8 passes over the 1.48M-token corpus; 4 x 192: ~12.7M; 6 x 256: ~6.7M):
 # without it 4 x 128's 4M-token ratio was held to 20M, predicted 3.75 where it reached 4.01, and --auto
-# chose it over 6 x 256 (3.92) on 2026-12-05 (BENCHMARKS.md).
+# chose it over 6 x 256 (3.92) on 2026-12-05 (BENCHMARKS.md). The last character row: since --auto
+# credits no shape with more passes than its longest ladder run (auto_rule.LossModel.credited), 4 x 128
+# and 4 x 192 to 8 passes (4 x 128 reached 1.505 after 6 in 5 minutes, more than its 4-pass run), and
+# 6 x 256 at what 5 and 20 minutes give it (its fit-alone prediction was 0.12 under the 1.509 it reached).
 
 
 def _shown(path: Path) -> str:

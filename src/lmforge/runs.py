@@ -158,10 +158,26 @@ def check_run_tokenizer(run_dir: Path, info: dict, tokenizer, ckpt_meta: dict | 
             )
 
 
+def best_step(run_dir: Path, quiet: bool = False) -> int:
+    """The step of the run's checkpoint with the lowest validation loss measured when it was saved, as
+    the newest good checkpoint records it (training never prunes that one)."""
+    newest = find_latest_good(run_dir, quiet=quiet)
+    if newest is None:
+        raise UserError(f"run '{run_dir}' has no usable checkpoint yet; train it (or resume) first")
+    step = newest.meta.get("best_step")
+    if step is None:
+        raise UserError(
+            f"no checkpoint of run '{run_dir}' was saved with a validation loss (train.eval_every and "
+            "train.ckpt_every never met); leave out --step best to use the newest"
+        )
+    return int(step)
+
+
 def load_run(
-    run_dir: str | Path, step: int | None = None, device: str = "cpu", quiet: bool = False
+    run_dir: str | Path, step: int | str | None = None, device: str = "cpu", quiet: bool = False
 ) -> LoadedRun:
-    """The run's model (eval mode) from its newest good checkpoint (or `step`), with its tokenizer."""
+    """The run's model (eval mode) from its newest good checkpoint (or `step`: a step number, or
+    "best", the lowest validation loss of its checkpoints), with its tokenizer."""
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.models.registry import MODELS
 
@@ -174,6 +190,8 @@ def load_run(
             f"`lmforge predict {run_dir}` or `lmforge eval {run_dir} --task {task} --data FILE`"
         )
     info = read_run_info(run_dir)
+    if step == "best":
+        step = best_step(run_dir, quiet)
     for _ in range(20):  # a checkpoint pruned between finding and reading it: find the newer one
         if step is None:
             ckpt = find_latest_good(run_dir, quiet=quiet)
@@ -181,7 +199,10 @@ def load_run(
                 raise UserError(f"run '{run_dir}' has no usable checkpoint yet; train it (or resume) first")
         else:
             path = run_dir / "ckpt" / ckpt_name(step)
-            problem = verify_checkpoint(path) if path.is_dir() else f"{path.name} does not exist"
+            if not path.is_dir():
+                kept = ", ".join(str(s) for s, _ in list_checkpoints(run_dir)) or "none"
+                raise UserError(f"run '{run_dir}' has no checkpoint of step {step} (kept: {kept})")
+            problem = verify_checkpoint(path)
             if problem:
                 raise UserError(f"checkpoint {problem}")
             ckpt = Checkpoint(path, step, io.read_json_object(path / "meta.json"))

@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from lmforge.cli.options import add_sampling_args, sampling_config
+from lmforge.cli.options import add_sampling_args, add_step_option, sampling_config
 
 HELP = "commands: /reset  /temp X  /quit   (Ctrl-C stops an answer)"
 
@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (lmforge train / finetune --task sft)")
     p.add_argument("--system", default=None, help="a system message that starts the conversation")
     add_sampling_args(p)  # --max-new-tokens (per answer) --temperature --top-k --top-p --seed
+    add_step_option(p, "chat with")
     p.set_defaults(func=run)
 
 
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if sampling.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1 (tokens per answer)")
     hardware.setup_threads(0)
-    loaded = load_run(args.run_dir)
+    loaded = load_run(args.run_dir, step=args.step)
     session = ChatSession(
         loaded.model,
         loaded.tokenizer,

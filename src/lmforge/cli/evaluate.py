@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from lmforge.cli.options import add_step_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -27,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", help="labelled .jsonl / .csv file (or hf:NAME) for --task")
     p.add_argument("--beam", type=int, default=4, help="translate: beam size (1 = greedy)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_step_option(p, "evaluate")
     p.add_argument("--harness", metavar="TASK[,TASK]",
                    help="lm-evaluation-harness tasks (names, or paths of task YAML files / folders); "
                    "results go to RUN_DIR/harness.json (the `eval` extra)")  # fmt: skip
@@ -50,12 +53,15 @@ def run(args) -> int:
     if args.harness:
         return run_harness(args)
     if args.task or args.data or (Path(args.run_dir) / "task.json").is_file():
+        if args.step is not None:
+            raise UserError("--step is for language-model runs; a task run keeps its newest checkpoint")
         return run_task(args)
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise UserError("--max-tokens must be > 0")
     result = evaluate_run(
-        args.run_dir, args.text, args.split, args.max_tokens, args.samples, args.sample_tokens, args.seed
-    )
+        args.run_dir, args.text, args.split, args.max_tokens, args.samples, args.sample_tokens, args.seed,
+        step=args.step,
+    )  # fmt: skip
     print(to_json(result) if args.json else format_table(result))
     return 0
 
@@ -94,7 +100,7 @@ def run_harness(args) -> int:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
-    loaded = runs.load_run(args.run_dir)
+    loaded = runs.load_run(args.run_dir, step=args.step)
     result = harness.run_harness(
         loaded, names, limit, args.num_fewshot, args.batch_size, not args.no_progress
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from lmforge.cli.options import add_step_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--format", default="hf", choices=["hf"], help="output format (default hf)")
     p.add_argument("--out", required=True, help="folder to write (must be new or empty)")
-    p.add_argument("--step", type=int, help="export this checkpoint step instead of the newest")
+    add_step_option(p, "export")
     p.add_argument("--no-verify", action="store_true", help="skip loading it back in transformers")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_export)

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from lmforge.cli.options import add_sampling_args, sampling_config
+from lmforge.cli.options import add_sampling_args, add_step_option, sampling_config
 
 
 def register(subparsers) -> None:
@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--stop", nargs="+", default=[], metavar="S", help="stop before any of these strings")
     p.add_argument("--no-cache", action="store_true", help="recompute the window every token (slow)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    add_step_option(p, "generate with")
     p.set_defaults(func=run)
 
 
@@ -39,13 +40,13 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--repetition-penalty ({args.repetition_penalty}) must be > 0 (1 = off)")
 
 
-def _load(run_dir: str):
+def _load(run_dir: str, step: int | str | None = None):
     """(model, tokenizer) of the run's newest good checkpoint, through ``lmforge.runs.load_run``
     (a ``LoadedRun`` with .model and .tokenizer; the spec's (config, model, tokenizer, meta) tuple is
     accepted too)."""
     from lmforge.runs import load_run
 
-    loaded = load_run(run_dir)
+    loaded = load_run(run_dir, step=step)
     if isinstance(loaded, tuple):
         return loaded[1], loaded[2]
     return loaded.model, loaded.tokenizer
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     sampling = sampling_config(args)
     from lmforge.generate.engine import TextStreamer, encode_prompt, generate_tokens
 
-    model, tokenizer = _load(args.run_dir)
+    model, tokenizer = _load(args.run_dir, args.step)
     prompt_ids = encode_prompt(tokenizer, args.prompt)
     streamer = TextStreamer(tokenizer, args.stop)
     tokens = generate_tokens(

@@ -96,3 +96,27 @@ def config_from_flags(cls: type, args: argparse.Namespace, renamed: dict[str, st
         elif hasattr(args, dest):
             kwargs[field.name] = getattr(args, dest)
     return cls(**kwargs)
+
+
+def checkpoint_step(text: str) -> int | str:
+    """`--step`'s value: a checkpoint's step number, or "best"."""
+    if text == "best":
+        return text
+    try:
+        step = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a step number nor 'best'") from None
+    if step < 0:
+        raise argparse.ArgumentTypeError(f"a step number is >= 0, got {step}")
+    return step
+
+
+def add_step_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    """`--step STEP|best`: which checkpoint of the run to load, instead of the newest good one."""
+    parser.add_argument(
+        "--step",
+        type=checkpoint_step,
+        metavar="STEP|best",
+        help=f"{verb} this checkpoint instead of the newest: a step number, or 'best' (the lowest "
+        "validation loss measured when a checkpoint was saved; never pruned)",
+    )

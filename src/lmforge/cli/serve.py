@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from lmforge.cli.options import add_step_option
 from lmforge.errors import UserError
 
 API_KEY_ENV = "LMFORGE_API_KEY"
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
                    help="streamed text goes out at most this often, the first piece at once (0 = one event "
                    "per token, which costs a small model much of its speed)")  # fmt: skip
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cores / max-concurrent)")
+    add_step_option(p, "serve")
     p.set_defaults(func=run)
 
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         stream_interval=args.stream_interval,
     )
     threads = args.threads or max(1, hardware.physical_cores() // args.max_concurrent)
-    loaded = load_run(args.run_dir)
+    loaded = load_run(args.run_dir, step=args.step)
     key = "on" if config.api_key else "off"
     print(
         f"serving {loaded.run_dir.name} on http://{args.host}:{args.port}/ (API key {key})", file=sys.stderr

@@ -59,8 +59,9 @@ def evaluate_run(
     samples: int = 0,
     sample_tokens: int = 64,
     seed: int = 0,
+    step: int | str | None = None,
 ) -> dict:
-    run = runs.load_run(run_dir)
+    run = runs.load_run(run_dir, step=step)
     arrays, label = evaluation_tokens(run, text_file, split)
     metrics = evaluate_tokens(
         run.model, arrays, run.tokenizer.token_bytes, run.config.model.seq_len, max_tokens

@@ -58,8 +58,11 @@ def _fresh_folder(out_dir: Path, flag: str) -> None:
 # --- export ----------------------------------------------------------------------------------
 
 
-def export_hf(run_dir: str | Path, out_dir: str | Path, verify: bool = True, step: int | None = None) -> dict:
-    """Write RUN_DIR's newest good checkpoint (or ``step``) as a Hugging Face folder ``out_dir``.
+def export_hf(
+    run_dir: str | Path, out_dir: str | Path, verify: bool = True, step: int | str | None = None
+) -> dict:
+    """Write RUN_DIR's newest good checkpoint (or ``step``: a number or "best") as a Hugging Face folder
+    ``out_dir``.
 
     Returns a report (architecture, paths, and the verification figures when ``verify``).
     """
