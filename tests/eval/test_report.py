@@ -39,6 +39,7 @@ def test_report_has_every_section_and_the_logged_numbers(run_dir, capsys):
         == 0
     )
     text = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "was lowest at the checkpoint" not in text  # still improving: its last checkpoint is its best
     for section in (
         "## Final metrics",
         "## Curves",

@@ -80,3 +80,10 @@ def test_generate_and_export_take_the_best_checkpoint(run_that_got_worse, capsys
     assert theirs.equal(best.model.state_dict()["wte.weight"][:rows].float())
     newest = load_run(run_that_got_worse).model.state_dict()["wte.weight"][:rows].float()
     assert not theirs.equal(newest)
+
+
+def test_the_report_points_at_the_best_checkpoint_when_it_is_not_the_last(run_that_got_worse, capsys):
+    assert main(["report", str(run_that_got_worse), "--samples", "0", "--eval-tokens", "512"]) == 0
+    text = (run_that_got_worse / "report.md").read_text(encoding="utf-8")
+    assert "The validation loss was lowest at the checkpoint of step 10 (" in text
+    assert "`lmforge eval RUN --step best`" in text

@@ -201,6 +201,13 @@ def run_report(
             ],
         )
     )
+    best_step, best_val = loaded.meta.get("best_step"), loaded.meta.get("best_val")
+    if best_step is not None and best_step != loaded.meta.get("step") and best_val is not None:
+        end = f"{s['val_loss']:.4f}" if s["val_loss"] is not None else "not logged"
+        md += ["", f"The validation loss was lowest at the checkpoint of step {best_step:,} ({best_val:.4f}, "
+               f"{scope}; {end} at the end): the run overfit after it, or its last "
+               "steps did not help. `lmforge eval RUN --step best` measures that checkpoint, and "
+               "`generate`, `chat`, `serve` and `export` take `--step best` too."]  # fmt: skip
     md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     md += ["", "## Data", "", *_data_card(s)]
     if by_source:
