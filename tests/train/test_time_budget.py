@@ -114,3 +114,20 @@ def test_a_step_time_measured_before_the_run_spares_the_budget_s_own_probe(
     assert summary["stopped_by"] == "time_budget" and abs(summary["wall_seconds"] - 2) <= 0.3, summary
     assert main([*args[:4], str(tmp_path / "bad"), *args[5:], "train.step_seconds=-1"]) != 0
     assert "train.step_seconds (-1.0) must be in [0, 3600]" in capsys.readouterr().err
+
+
+def test_max_tokens_that_end_a_time_budget_run_sooner_warm_it_down(char_data, tmp_path, capsys):
+    """--auto gives a small text's choice both a budget and train.max_tokens: the schedule follows
+    whichever ends the run first, so a run stopped by its tokens still ends at the bottom of its warm-down
+    (by the clock alone it would stop at full learning rate, a 30-step run in a 60-second budget)."""
+    out = tmp_path / "run"
+    args = ["train", "--data", str(char_data), "--out", str(out), "--no-progress", "--json", *TINY,
+            "train.threads=1", "train.log_every=1", "schedule.name=wsd", "schedule.warmup_steps=2",
+            "schedule.warmdown_frac=0.5", "schedule.min_lr_frac=0.0", "train.max_tokens=3840",
+            "--time-budget", "60"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["stopped_by"] == "max_tokens" and summary["wall_seconds"] < 30, summary
+    factors = [r["lr_factor"] for r in runs.read_metrics(out) if "lr_factor" in r]
+    assert len(factors) >= 25 and max(factors) == 1.0
+    assert factors[-1] < 0.1 and factors == sorted(factors[:2]) + sorted(factors[2:], reverse=True)

@@ -188,7 +188,13 @@ def test_each_candidate_trains_in_bf16_only_where_it_pays_for_that_shape(char_da
 
 
 def _plan_on_a_made_up_machine(
-    char_data, monkeypatch, budget: float, slowed: str = "", speed: float = 1.0, unique: int = 10**7
+    char_data,
+    monkeypatch,
+    budget: float,
+    slowed: str = "",
+    speed: float = 1.0,
+    unique: int = 10**7,
+    fixed: dict | None = None,
 ) -> tuple[auto.Plan, list[str]]:
     """--auto's plan where every candidate trains at `speed` x 1e11 FLOP/s (as fast as its FLOPs allow,
     in both precisions), but the first timing of the `slowed` shape ("2x64") runs at 0.8 of that:
@@ -212,7 +218,7 @@ def _plan_on_a_made_up_machine(
     tree: dict = {}
     apply_updates(tree, auto_rule.RECIPE)
     planned = auto.plan(
-        tree, {}, char_data, 65, "char", budget, unique, elapsed=lambda: float(next(clock)) / 100
+        tree, fixed or {}, char_data, 65, "char", budget, unique, elapsed=lambda: float(next(clock)) / 100
     )
     return planned, timed[len(planned.record["fast_paths"]) :]  # the candidates, after the threads
 
@@ -241,16 +247,30 @@ def test_a_candidate_that_cannot_win_even_at_its_fastest_is_not_timed(char_data,
         assert "Not timed, since even at their fastest" in "\n".join(auto_section(planned.record, None))
 
 
-def test_a_choice_that_sees_its_corpus_more_often_than_the_ladder_ever_did_says_so(char_data, monkeypatch):
+def test_a_choice_that_would_see_a_small_text_too_often_stops_early(char_data, monkeypatch):
+    """Past its shape's longest ladder run the choice trains no more (train.max_tokens: the run warms
+    down and ends before the budget); where the user fixed train.max_tokens, the log and report say
+    the prediction is an extrapolation instead."""
     ladder = auto_rule.load_model("char").max_passes
     assert 8 < ladder < 40  # the shipped character ladder: up to ~16 passes over its 1.0M characters
     plenty, _ = _plan_on_a_made_up_machine(char_data, monkeypatch, 60)
-    assert "beyond_ladder" not in plenty.record
+    assert "beyond_ladder" not in plenty.record and "stops_early" not in plenty.record
+    assert "train.max_tokens" not in plenty.record["chosen"]
     small, _ = _plan_on_a_made_up_machine(char_data, monkeypatch, 60, unique=50_000)
-    beyond = small.record["beyond_ladder"]
     chosen = next(c for c in small.record["candidates"] if c["chosen"])
-    assert beyond == {"passes": round(chosen["tokens"] / 50_000, 1), "ladder_passes": round(ladder, 1)}
-    assert beyond["passes"] > beyond["ladder_passes"]
+    assert chosen["credited_tokens"] < chosen["tokens"] and "beyond_ladder" not in small.record
+    assert small.record["stops_early"] == {
+        "tokens": chosen["credited_tokens"],
+        "budget_tokens": chosen["tokens"],
+    }
+    assert small.record["chosen"]["train.max_tokens"] == chosen["credited_tokens"]
+    given, _ = _plan_on_a_made_up_machine(
+        char_data, monkeypatch, 60, unique=50_000, fixed={"train.max_tokens": 10**9}
+    )
+    beyond = given.record["beyond_ladder"]
+    chosen_given = next(c for c in given.record["candidates"] if c["chosen"])
+    assert beyond == {"passes": round(chosen_given["tokens"] / 50_000, 1), "ladder_passes": round(ladder, 1)}
+    assert beyond["passes"] > beyond["ladder_passes"] and "stops_early" not in given.record
     # each candidate is predicted at no more passes than its shape's longest ladder run made
     model = auto_rule.load_model("char")
     for row in small.record["candidates"]:
@@ -261,8 +281,9 @@ def test_a_choice_that_sees_its_corpus_more_often_than_the_ladder_ever_did_says_
     from lmforge.eval.auto_report import auto_section
 
     report = "\n".join(auto_section(small.record, None))
-    assert "Beyond the ladder: the chosen run sees its corpus" in report and "\nCredited: " in report
+    assert "Stops early: the budget would give the chosen shape" in report and "\nCredited: " in report
     assert "(credited " in report
+    assert "Beyond the ladder: the chosen run sees its corpus" in "\n".join(auto_section(given.record, None))
 
 
 def test_a_later_run_times_one_shape_afresh_and_scales_the_cached_speeds(char_data, monkeypatch, tmp_path):

@@ -31,6 +31,15 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
         + (", ".join(f"{k}={v}" for k, v in auto.get("given", {}).items()) or "nothing"),
         "",
     ]
+    if auto.get("stops_early"):
+        early = auto["stops_early"]
+        lines += [
+            f"Stops early: the budget would give the chosen shape {early['budget_tokens']:,} tokens; it "
+            f"trains {early['tokens']:,} (`train.max_tokens`), as many passes over the text as its "
+            "longest ladder run made, and warms down by then: more passes over a text this small "
+            "would overfit it.",
+            "",
+        ]
     if auto.get("beyond_ladder"):
         beyond = auto["beyond_ladder"]
         lines += [

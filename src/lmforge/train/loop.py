@@ -204,7 +204,9 @@ def train(
             step_start = time.perf_counter()
             faults.at("step", state.step)
             if budget:  # the schedule follows the clock, so the warm-down moves with the machine's pace
-                factor = lr_factor_by_time(state.step, budget.fraction(now), config.schedule)
+                factor = lr_factor_by_time(
+                    state.step, _spent(budget, now, state.step, tcfg, engine), config.schedule
+                )
             else:
                 factor = lr_factor(state.step, state.max_steps, config.schedule)
             set_lr(engine.optimizers, factor * state.lr_scale)
@@ -350,6 +352,15 @@ def _plan(state: TrainState, config: RunConfig, engine: Engine, clock: Clock) ->
             f"about {state.max_steps} steps"
         )
     return budget
+
+
+def _spent(budget: TimeBudget, now: float, step: int, tcfg, engine: Engine) -> float:
+    """The share of a time-budget run spent: of its time, or of train.max_tokens where those would end
+    it sooner -- whichever limit comes first warms the run down (--auto sets both for a small text)."""
+    fraction = budget.fraction(now)
+    if tcfg.max_tokens:
+        fraction = max(fraction, step / max(1, tcfg.max_tokens // engine.tokens_per_step))
+    return fraction
 
 
 def _shared_clock(seconds: float, dinfo: DistInfo) -> float:

@@ -330,9 +330,15 @@ def plan(
     best, predictions = choose(measured, model, available, unique_tokens, eval_tokens)
     updates = dict(best.measured.updates)
     step_tokens = _tokens_per_step(config_of(updates))
-    every = max(25, int(best.tokens / step_tokens / EVALS))
+    # A choice credited with fewer tokens than the budget would give it trains only those: past its
+    # shape's longest ladder run another pass over a small text can only hurt (4 x 192 on 1.0M
+    # characters: 1.497 after 8 passes, 1.606 after 18), so the run warms down and ends early.
+    stop_early = best.credited < best.tokens and "train.max_tokens" not in fixed
+    trained = best.credited if stop_early else best.tokens
+    every = max(25, int(trained / step_tokens / EVALS))
     tokens = eval_tokens_for(best.measured.tokens_per_second, available, eval_tokens)
     for key, value in (
+        *((("train.max_tokens", int(trained)),) if stop_early else ()),
         ("train.eval_every", every),
         ("train.ckpt_every", every),
         ("train.eval_tokens", tokens),
@@ -352,7 +358,7 @@ def plan(
     # many passes over a small corpus: the ladder never ran there, and on BPE at 20 minutes its
     # repetition rule ranked a small model seeing the corpus 13x above a large one seeing it 4.5x,
     # 0.09 worse (BENCHMARKS.md, "20 minutes on BPE: the first long row")
-    passes = best.tokens / unique_tokens if unique_tokens > 0 else 0.0
+    passes = trained / unique_tokens if unique_tokens > 0 else 0.0
     beyond = model.max_passes > 0 and passes > model.max_passes
     if beyond:
         logger.warning(
@@ -360,11 +366,18 @@ def plan(
             f"ladder's runs ({model.max_passes:.1f}): its prediction is an extrapolation, and with this "
             "many passes a larger model than the one chosen may do better; more text helps most"
         )
+    if stop_early:
+        logger.info(
+            f"auto: {best.measured.name} would pass over the text {best.tokens / unique_tokens:.1f} times in "
+            f"the budget; it stops after {trained / unique_tokens:.1f} (train.max_tokens={int(trained)}, "
+            f"about {trained / best.measured.tokens_per_second:.0f}s), the most its ladder runs made: "
+            "more passes over a text this small would overfit it"
+        )
     kept = [k for k in (*KNOBS, *FAST_PATH_KNOBS) if k in fixed]
     logger.info(
         f"auto: chose {best.measured.name} ({_path_name(updates) or 'given precision'}), lr "
         f"{updates.get('optim.lr', fixed.get('optim.lr'))}: predicted val loss {best.predicted_loss:.4f} "
-        f"after {best.tokens / 1e6:.2f}M tokens in {available:.0f}s; left to --auto: "
+        f"after {trained / 1e6:.2f}M tokens in {trained / best.tokens * available:.0f}s; left to --auto: "
         f"{', '.join(left_to_auto) or 'nothing'}" + (f"; given: {', '.join(kept)}" if kept else "")
     )
     record = {
@@ -407,6 +420,8 @@ def plan(
         ],
         "not_timed": not_timed,
         "chosen": {"name": best.measured.name, **updates},
+        **({"stops_early": {"tokens": int(trained), "budget_tokens": int(best.tokens)}}
+           if stop_early else {}),
         "predicted_loss": round(best.predicted_loss, 4),
         **({"beyond_ladder": {"passes": round(passes, 1), "ladder_passes": round(model.max_passes, 1)}}
            if beyond else {}),
