@@ -60,6 +60,7 @@ def replay(run_dir: Path, ladder: Path | None, seconds: float | None, speeds: di
     lines = [
         f"{run_dir}: {loop:.0f} s of loop, {model.name} ladder, R* {model.repeat_half_life:g}; "
         f"the run chose {record['chosen']['name']}, this ladder chooses {best.measured.name}"
+        + (f", stopping after {best.credited / unique:.1f} passes" if best.credited < best.tokens else "")
         + (
             f" unless {', '.join(to_time)} (at its bound: give its speed with --speed) wins"
             if to_time
