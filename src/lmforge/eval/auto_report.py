@@ -43,9 +43,9 @@ def auto_section(auto: dict | None, val_loss: float | None) -> list[str]:
     if auto.get("beyond_ladder"):
         beyond = auto["beyond_ladder"]
         lines += [
-            f"Beyond the ladder: the chosen run sees its corpus {beyond['passes']:g} times, its ladder's "
-            f"runs at most {beyond['ladder_passes']:g}; the prediction is an extrapolation, and with "
-            "this many passes a larger model may do better.",
+            f"Beyond the ladder: the chosen run sees its corpus {beyond['passes']:g} times, its shape's "
+            f"ladder runs at most {beyond['ladder_passes']:g}; the prediction is an extrapolation, and "
+            "with this many passes it may overfit.",
             "",
         ]
     rows = [

@@ -355,16 +355,18 @@ def plan(
             f"{_credited_note(p, unique_tokens)})"
             f"{'  <- chosen' if p is best else ''}"
         )
-    # many passes over a small corpus: the ladder never ran there, and on BPE at 20 minutes its
-    # repetition rule ranked a small model seeing the corpus 13x above a large one seeing it 4.5x,
-    # 0.09 worse (BENCHMARKS.md, "20 minutes on BPE: the first long row")
+    # many passes over a small corpus, where the user's train.max_tokens keeps the choice from
+    # stopping early: its shape's ladder runs never went there (on BPE at 20 minutes the repetition
+    # rule once ranked a small model seeing the corpus 13x above a large one seeing it 4.5x, 0.09
+    # worse: BENCHMARKS.md, "20 minutes on BPE: the first long row")
     passes = trained / unique_tokens if unique_tokens > 0 else 0.0
-    beyond = model.max_passes > 0 and passes > model.max_passes
+    ladder_passes = model.shape_passes.get(best.measured.name, model.max_passes)
+    beyond = best.credited < trained
     if beyond:
         logger.warning(
-            f"warning: --auto's choice would see the corpus {passes:.1f} times, more than any of its "
-            f"ladder's runs ({model.max_passes:.1f}): its prediction is an extrapolation, and with this "
-            "many passes a larger model than the one chosen may do better; more text helps most"
+            f"warning: --auto's choice would see the corpus {passes:.1f} times, more than its shape's "
+            f"ladder runs ({ladder_passes:.1f}): its prediction is an extrapolation, and with this "
+            "many passes it may overfit; more text helps most"
         )
     if stop_early:
         logger.info(
@@ -423,7 +425,7 @@ def plan(
         **({"stops_early": {"tokens": int(trained), "budget_tokens": int(best.tokens)}}
            if stop_early else {}),
         "predicted_loss": round(best.predicted_loss, 4),
-        **({"beyond_ladder": {"passes": round(passes, 1), "ladder_passes": round(model.max_passes, 1)}}
+        **({"beyond_ladder": {"passes": round(passes, 1), "ladder_passes": round(ladder_passes, 1)}}
            if beyond else {}),
     }  # fmt: skip
     return Plan(updates, record)
