@@ -241,7 +241,7 @@ def fake_run(monkeypatch):
 
     module = types.ModuleType("lmforge.runs")
     loaded = types.SimpleNamespace(config=None, model=model, tokenizer=Tok(), meta={"step": 0})
-    module.load_run = lambda run_dir: loaded
+    module.load_run = lambda run_dir, step=None: loaded
     monkeypatch.setitem(sys.modules, "lmforge.runs", module)
     return model
 
