@@ -333,7 +333,7 @@ def _plan(state: TrainState, config: RunConfig, engine: Engine, clock: Clock) ->
     if tcfg.time_budget <= 0:
         state.max_steps = tcfg.max_steps  # a resume's --max-steps may extend (or shorten) the run
         if tcfg.max_tokens:
-            state.max_steps = min(state.max_steps, max(1, tcfg.max_tokens // engine.tokens_per_step))
+            state.max_steps = min(state.max_steps, _token_steps(tcfg.max_tokens, engine.tokens_per_step))
         return None
     step_seconds = tcfg.step_seconds or probe_step_seconds(  # --auto measured it: a few steps saved
         engine.eval_model, engine.sampler, engine.amp, engine.accum, engine.device
@@ -345,7 +345,7 @@ def _plan(state: TrainState, config: RunConfig, engine: Engine, clock: Clock) ->
     budget = TimeBudget(tcfg.time_budget, step_seconds, reserve)
     state.max_steps = budget.horizon(state.step, clock())
     if tcfg.max_tokens:
-        state.max_steps = min(state.max_steps, max(1, tcfg.max_tokens // engine.tokens_per_step))
+        state.max_steps = min(state.max_steps, _token_steps(tcfg.max_tokens, engine.tokens_per_step))
     if engine.dinfo.is_main:
         logger.info(
             f"time budget {tcfg.time_budget:g}s: {step_seconds * 1e3:.1f} ms/step measured -> "
@@ -359,8 +359,13 @@ def _spent(budget: TimeBudget, now: float, step: int, tcfg, engine: Engine) -> f
     it sooner -- whichever limit comes first warms the run down (--auto sets both for a small text)."""
     fraction = budget.fraction(now)
     if tcfg.max_tokens:
-        fraction = max(fraction, step / max(1, tcfg.max_tokens // engine.tokens_per_step))
+        fraction = max(fraction, step / _token_steps(tcfg.max_tokens, engine.tokens_per_step))
     return fraction
+
+
+def _token_steps(max_tokens: int, tokens_per_step: int) -> int:
+    """The optimizer steps train.max_tokens allows (at least one)."""
+    return max(1, max_tokens // tokens_per_step)
 
 
 def _shared_clock(seconds: float, dinfo: DistInfo) -> float:
@@ -375,7 +380,7 @@ def _limit_reached(
 ) -> str | None:
     """Which limit ends the run at this step boundary, if one does. Under a time budget the step
     count is an estimate, not a limit; the budget needs at least one step of this process."""
-    if tcfg.max_tokens and state.step >= max(1, tcfg.max_tokens // tokens_per_step):
+    if tcfg.max_tokens and state.step >= _token_steps(tcfg.max_tokens, tokens_per_step):
         return "max_tokens"
     if budget is not None:
         return "time_budget" if budget.spent(now) and state.step > start_step else None
