@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge import io  # noqa: E402
-from lmforge.hardware import cpu_model  # noqa: E402
+from lmforge.hardware import cpu_description  # noqa: E402
 from lmforge.tune.auto_rule import CANDIDATES, RECIPE  # noqa: E402
 
 TINY_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"  # beside the checkout
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     parser.add_argument("--char-source", type=Path, default=TINY_SHAKESPEARE, help="tinyshakespeare.txt")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONPATH", str(ROOT / "src"))
-    cpu = cpu_model()
+    cpu = cpu_description()
     print(f"CPU: {cpu}, {os.cpu_count()} logical cores", flush=True)
     grid = _grid(args.grid, args.shapes)
     rows = bench(
