@@ -7,7 +7,8 @@ interleaved round by round so machine noise hits them alike:
   lmforge <dtype> [attn]   `lmforge train --config gpt2-shakespeare` at the shape, every train option
                            at its default (data sampling, the guard, metrics.jsonl every 10 steps, the
                            progress bar, evaluation and checkpoints on their default schedule); the
-                           row named "defaults" changes nothing but the shape.
+                           row named "defaults" changes nothing but the shape; "compiled" adds
+                           train.compile=true (its compile is in the warm-up intervals, not counted).
   plain <dtype> <attn>     bench/plain_loop.py: nanoGPT's train.py loop around the same GPT-2, at
                            every dtype x attention so the reference is at its best.
 
@@ -53,6 +54,7 @@ CONTENDERS = {
     "lmforge system malloc": ("lmforge", "fp32", None, ["train.allocator=system"]),
     "lmforge bf16": ("lmforge", "bf16", None, []),
     "lmforge bf16 math": ("lmforge", "bf16", "math", []),
+    "lmforge compiled": ("lmforge", "fp32", None, ["train.compile=true"]),  # the defaults + torch.compile
     "plain fp32 sdpa": ("plain", "fp32", "sdpa", []),
     "plain fp32 math": ("plain", "fp32", "math", []),
     "plain bf16 sdpa": ("plain", "bf16", "sdpa", []),
