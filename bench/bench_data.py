@@ -31,19 +31,15 @@ from lmforge.data.files import read_docs
 from lmforge.data.prepare import PrepareConfig, TokenizerConfig, prepare
 from lmforge.data.sources import CollectConfig, SourceSpec
 from lmforge.data.tokenizer import load_tokenizer
+from lmforge.hardware import cpu_description
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("collect", "clean", "tokenizer", "encode")
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = re.findall(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = cpu_description()  # the model and its ISA flags, as every benchmark here prints them
     return f"{cpu}, {cores} cores usable, Python {platform.python_version()}, {platform.system()}"
 
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from lmforge.cli import main as lmforge
-from lmforge.hardware import cpu_model as cpu_name
+from lmforge.hardware import cpu_description as cpu_name
 
 HERE = Path(__file__).resolve().parent
 DATASETS = {
