@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_train import SHAPES, build  # noqa: E402
+from bench_train import SHAPES, build, time_steps  # noqa: E402
 from lmforge import hardware  # noqa: E402
 from lmforge.config import TrainConfig  # noqa: E402
 from lmforge.models import fastpaths  # noqa: E402
@@ -94,17 +94,6 @@ def ops(dtype: torch.dtype) -> list[tuple[str, str, int, object]]:
     ]
 
 
-def timed(fn, rounds: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 def step_ms(dtype: str, rounds: int) -> dict[str, float]:
     """One whole optimizer step of the lmforge model at the shape (plain attention, the kernels the
     fast-path probe picks here), median ms of each part and of the whole."""
@@ -144,7 +133,7 @@ def main() -> None:
     hardware.reuse_freed_memory()
     torch.manual_seed(0)
     table = {dt: ops(dt) for dt in (torch.bfloat16, torch.float32)}
-    ms = {dt: [timed(fn, args.rounds) for _, _, _, fn in table[dt]] for dt in table}
+    ms = {dt: [time_steps(fn, args.rounds) * 1e3 for _, _, _, fn in table[dt]] for dt in table}
     steps = {"bf16": step_ms("bf16", args.rounds), "fp32": step_ms("fp32", args.rounds)}
     print(
         f"machine: {hardware.cpu_description()}; torch {torch.__version__}; {torch.get_num_threads()} threads"
